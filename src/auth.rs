@@ -1,0 +1,207 @@
+//! Who is calling: the client's `x-apikey`, seen only through its fingerprint,
+//! and what the upstream last said about it.
+//!
+//! This is pass-through mode: the client's key is the upstream key. A key the
+//! upstream rejected is refused locally for a while; a key it accepted may read
+//! the shared catalog cache. Virtual client keys and key pools are not here yet.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use moka::Expiry;
+use sha2::{Digest, Sha256};
+
+/// A SHA-256 of a key: what logs, metrics and cache keys use instead of the key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// Fingerprint of raw key bytes.
+    pub fn of(key: &[u8]) -> Self {
+        Self(Sha256::digest(key).into())
+    }
+
+    /// Full hex digest, for cache keys.
+    pub fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    /// The first 12 hex digits: enough to tell keys apart in a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(&self.0[..6]))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+/// A client's API key. Its `Debug` and `Display` show the fingerprint only.
+#[derive(Clone)]
+pub struct ApiKey {
+    value: HeaderValue,
+    fingerprint: Fingerprint,
+}
+
+impl ApiKey {
+    /// Reads `x-apikey`; an empty or blank header counts as no key.
+    pub fn from_header(value: Option<&HeaderValue>) -> Option<Self> {
+        let value = value?;
+        let trimmed = value.as_bytes().trim_ascii();
+        if trimmed.is_empty() {
+            return None;
+        }
+        let mut value = HeaderValue::from_bytes(trimmed).ok()?;
+        value.set_sensitive(true);
+        Some(Self {
+            fingerprint: Fingerprint::of(trimmed),
+            value,
+        })
+    }
+
+    /// The header value to send upstream (marked sensitive).
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.value
+    }
+
+    /// The key's fingerprint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKey({})", self.fingerprint)
+    }
+}
+
+/// What the upstream last said about a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It answered a call made with the key.
+    Accepted,
+    /// It answered 401 to the key.
+    Rejected,
+}
+
+struct VerdictExpiry {
+    accepted_for: Duration,
+    rejected_for: Duration,
+}
+
+impl Expiry<Fingerprint, Verdict> for VerdictExpiry {
+    fn expire_after_create(
+        &self,
+        _: &Fingerprint,
+        verdict: &Verdict,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(match verdict {
+            Verdict::Accepted => self.accepted_for,
+            Verdict::Rejected => self.rejected_for,
+        })
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &Fingerprint,
+        verdict: &Verdict,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, verdict, now)
+    }
+}
+
+/// Recent verdicts by fingerprint.
+#[derive(Clone)]
+pub struct KeyVerdicts {
+    verdicts: moka::future::Cache<Fingerprint, Verdict>,
+    rejected_for: Duration,
+}
+
+impl KeyVerdicts {
+    /// Remembers acceptances for `accepted_for` and rejections for `rejected_for`.
+    pub fn new(accepted_for: Duration, rejected_for: Duration) -> Arc<Self> {
+        let verdicts = moka::future::Cache::builder()
+            .max_capacity(100_000)
+            .expire_after(VerdictExpiry {
+                accepted_for,
+                rejected_for,
+            })
+            .build();
+        Arc::new(Self {
+            verdicts,
+            rejected_for,
+        })
+    }
+
+    /// The remembered verdict, if any.
+    pub async fn verdict(&self, key: &ApiKey) -> Option<Verdict> {
+        self.verdicts.get(&key.fingerprint).await
+    }
+
+    /// Records what an upstream answer says about `key`: a 401 rejects it, a
+    /// successful answer accepts it, anything else says nothing.
+    pub async fn learn(&self, key: &ApiKey, status: http::StatusCode, success: bool) {
+        let verdict = match status {
+            http::StatusCode::UNAUTHORIZED => Verdict::Rejected,
+            s if s.is_success() && success => Verdict::Accepted,
+            _ => return,
+        };
+        let previous = self.verdicts.get(&key.fingerprint).await;
+        if previous != Some(verdict) {
+            tracing::info!(key.fp = %key.fingerprint, ?verdict, "upstream verdict on key");
+        }
+        self.verdicts.insert(key.fingerprint, verdict).await;
+    }
+
+    /// How long a rejection is remembered.
+    pub fn rejected_for(&self) -> Duration {
+        self.rejected_for
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_prints_only_its_fingerprint() {
+        let secret = "demo-secret-value";
+        let key = ApiKey::from_header(Some(&HeaderValue::from_static(secret))).unwrap();
+        let shown = format!("{key:?} {}", key.fingerprint());
+        assert!(!shown.contains(secret), "{shown}");
+        assert_eq!(key.fingerprint().to_string().len(), 12);
+    }
+
+    #[test]
+    fn a_blank_header_is_no_key() {
+        assert!(ApiKey::from_header(Some(&HeaderValue::from_static("  "))).is_none());
+        assert!(ApiKey::from_header(None).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_401_rejects_and_a_success_accepts() {
+        let verdicts = KeyVerdicts::new(Duration::from_secs(60), Duration::from_secs(60));
+        let key = ApiKey::from_header(Some(&HeaderValue::from_static("k1"))).unwrap();
+        assert_eq!(verdicts.verdict(&key).await, None);
+        verdicts
+            .learn(&key, http::StatusCode::UNAUTHORIZED, false)
+            .await;
+        assert_eq!(verdicts.verdict(&key).await, Some(Verdict::Rejected));
+        verdicts.learn(&key, http::StatusCode::OK, true).await;
+        assert_eq!(verdicts.verdict(&key).await, Some(Verdict::Accepted));
+        verdicts
+            .learn(&key, http::StatusCode::BAD_REQUEST, false)
+            .await;
+        assert_eq!(verdicts.verdict(&key).await, Some(Verdict::Accepted));
+    }
+}

@@ -1,0 +1,381 @@
+//! The response cache: catalog answers shared by all accepted keys, and
+//! status and balance answers reused briefly for their own key only.
+//!
+//! A miss starts one fill, a task of its own that every concurrent asker for
+//! the same key waits on; a client hanging up never cancels it for the others,
+//! and it is withdrawn only if nobody waits any more and it has not been sent.
+//! Only `200` answers with `"success": true` are stored. Freshness is judged
+//! here with tokio's clock; moka only bounds memory and drops long-stale entries.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moka::Expiry;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::error::ProxyError;
+use crate::routes::Route;
+use crate::upstream::{Answer, CallMeta, OutboundCall, Upstream};
+
+/// Route, scope and the query parameters that matter, normalised.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey(Arc<str>);
+
+/// Who may read an entry.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Any accepted key (catalog).
+    Shared,
+    /// One key, by full hex fingerprint (status, balance).
+    Key(&'a str),
+}
+
+impl CacheKey {
+    /// Builds the key from the route's own parameters only, so that junk
+    /// parameters neither split entries nor cost upstream calls. Values are
+    /// form-decoded (`+` and `%20` are one), sorted, and empty ones are kept.
+    pub fn new(scope: Scope<'_>, route: &Route, query: Option<&str>) -> Self {
+        let mut params: Vec<(String, String)> =
+            form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .filter(|(name, _)| route.cache_params.contains(&name.as_ref()))
+                .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                .collect();
+        params.sort();
+
+        let scope = match scope {
+            Scope::Shared => "*",
+            Scope::Key(fingerprint) => fingerprint,
+        };
+        let mut key = format!("{scope} {}", route.template);
+        for (name, value) in params {
+            key.push(' ');
+            key.push_str(&form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>());
+            key.push('=');
+            key.push_str(&form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>());
+        }
+        Self(key.into())
+    }
+}
+
+/// A stored answer and when it was fetched.
+#[derive(Debug)]
+pub struct Stored {
+    /// The upstream's answer.
+    pub answer: Answer,
+    /// When the fetch finished.
+    pub fetched_at: Instant,
+    /// How long it counts as fresh.
+    pub fresh_for: Duration,
+}
+
+impl Stored {
+    fn is_fresh(&self) -> bool {
+        self.fetched_at.elapsed() < self.fresh_for
+    }
+}
+
+/// How a lookup was served, for `x-cache` and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Fresh entry.
+    Hit,
+    /// Entry past its fresh time.
+    Stale,
+    /// Fetched upstream for this request (or joined a fetch under way).
+    Miss,
+}
+
+impl CacheResult {
+    /// `x-cache` header value and metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "HIT",
+            CacheResult::Stale => "STALE",
+            CacheResult::Miss => "MISS",
+        }
+    }
+}
+
+/// How one route's answers are cached.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Fresh time of an answer; `final_ttl` applies when the answer is final.
+    pub ttl: Duration,
+    /// Fresh time of a final status.
+    pub final_ttl: Duration,
+    /// Serve a stale entry at once and refresh it in the background (catalog);
+    /// otherwise refresh first and fall back to stale only on failure (status).
+    pub stale_while_refresh: bool,
+}
+
+type Outcome = Result<Arc<Stored>, Arc<ProxyError>>;
+
+struct Fill {
+    done: watch::Sender<Option<Outcome>>,
+}
+
+struct StoredExpiry {
+    max_stale: Duration,
+}
+
+impl Expiry<CacheKey, Arc<Stored>> for StoredExpiry {
+    fn expire_after_create(
+        &self,
+        _: &CacheKey,
+        stored: &Arc<Stored>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(stored.fresh_for + self.max_stale)
+    }
+}
+
+/// Answers by cache key, with one fill at a time per key.
+pub struct ResponseCache {
+    entries: moka::future::Cache<CacheKey, Arc<Stored>>,
+    fills: Mutex<HashMap<CacheKey, Arc<Fill>>>,
+    upstream: Arc<Upstream>,
+}
+
+impl ResponseCache {
+    /// A cache of at most `max_entries`, each kept `max_stale` past its fresh time.
+    pub fn new(max_entries: u64, max_stale: Duration, upstream: Arc<Upstream>) -> Arc<Self> {
+        let entries = moka::future::Cache::builder()
+            .max_capacity(max_entries)
+            .expire_after(StoredExpiry { max_stale })
+            .build();
+        Arc::new(Self {
+            entries,
+            fills: Mutex::new(HashMap::new()),
+            upstream,
+        })
+    }
+
+    /// Entries held now (approximate, as moka counts).
+    pub fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// Serves `key` from the cache or through one shared upstream fetch of `call`.
+    pub async fn get_or_fetch(
+        self: &Arc<Self>,
+        key: CacheKey,
+        policy: Policy,
+        call: OutboundCall,
+        meta: CallMeta,
+    ) -> Result<(Arc<Stored>, CacheResult), Arc<ProxyError>> {
+        let cached = self.entries.get(&key).await;
+        if let Some(stored) = cached.as_ref().filter(|s| s.is_fresh()) {
+            return Ok((Arc::clone(stored), CacheResult::Hit));
+        }
+        if let Some(stored) = cached.as_ref().filter(|_| policy.stale_while_refresh) {
+            let background = CallMeta {
+                priority: Background,
+                deadline: far_future(),
+                ..meta
+            };
+            drop(self.join_or_start(key, policy, call, background, false));
+            return Ok((Arc::clone(stored), CacheResult::Stale));
+        }
+
+        let mut done = self.join_or_start(key, policy, call, meta, true);
+        let outcome = done
+            .wait_for(Option::is_some)
+            .await
+            .map(|outcome| outcome.clone().expect("waited for Some"))
+            .unwrap_or(Err(Arc::new(ProxyError::Internal)));
+        match (outcome, cached) {
+            (Ok(stored), _) => Ok((stored, CacheResult::Miss)),
+            (Err(error), Some(stale)) if serves_stale_on(&error) => {
+                tracing::warn!(
+                    code = error.code(),
+                    "upstream unavailable; serving stale entry"
+                );
+                Ok((stale, CacheResult::Stale))
+            }
+            (Err(error), _) => Err(error),
+        }
+    }
+
+    /// Forgets `key` and detaches any fill under way, so that the next
+    /// lookup fetches anew and an older fill cannot store its answer.
+    pub async fn invalidate(&self, key: &CacheKey) {
+        self.fills.lock().expect("fills lock").remove(key);
+        self.entries.invalidate(key).await;
+    }
+
+    fn join_or_start(
+        self: &Arc<Self>,
+        key: CacheKey,
+        policy: Policy,
+        call: OutboundCall,
+        meta: CallMeta,
+        abandonable: bool,
+    ) -> watch::Receiver<Option<Outcome>> {
+        let mut fills = self.fills.lock().expect("fills lock");
+        if let Some(fill) = fills.get(&key) {
+            return fill.done.subscribe();
+        }
+        let (done, receiver) = watch::channel(None);
+        let fill = Arc::new(Fill { done });
+        fills.insert(key.clone(), Arc::clone(&fill));
+        drop(fills);
+
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            cache
+                .run_fill(key, fill, policy, call, meta, abandonable)
+                .await
+        });
+        receiver
+    }
+
+    async fn run_fill(
+        self: Arc<Self>,
+        key: CacheKey,
+        fill: Arc<Fill>,
+        policy: Policy,
+        call: OutboundCall,
+        meta: CallMeta,
+        abandonable: bool,
+    ) {
+        let unwatched = async {
+            if abandonable {
+                self.until_unwatched(&key, &fill).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let outcome = match self.upstream.call(call, meta, unwatched).await {
+            Ok(answer) => Ok(self.store(&key, &fill, answer, policy).await),
+            Err(error) => Err(Arc::new(error)),
+        };
+
+        let mut fills = self.fills.lock().expect("fills lock");
+        if fills
+            .get(&key)
+            .is_some_and(|current| Arc::ptr_eq(current, &fill))
+        {
+            fills.remove(&key);
+        }
+        drop(fills);
+        fill.done.send_replace(Some(outcome));
+    }
+
+    /// Resolves once nobody waits on `fill`, having removed it under the lock
+    /// so that no new asker can join a withdrawn fill.
+    async fn until_unwatched(&self, key: &CacheKey, fill: &Arc<Fill>) {
+        loop {
+            fill.done.closed().await;
+            let mut fills = self.fills.lock().expect("fills lock");
+            if fill.done.receiver_count() == 0 {
+                if fills
+                    .get(key)
+                    .is_some_and(|current| Arc::ptr_eq(current, fill))
+                {
+                    fills.remove(key);
+                }
+                return;
+            }
+        }
+    }
+
+    async fn store(
+        &self,
+        key: &CacheKey,
+        fill: &Arc<Fill>,
+        answer: Answer,
+        policy: Policy,
+    ) -> Arc<Stored> {
+        let storable = answer.status == http::StatusCode::OK && answer.is_success();
+        let fresh_for = if is_final_status(&answer) {
+            policy.final_ttl
+        } else {
+            policy.ttl
+        };
+        let stored = Arc::new(Stored {
+            answer,
+            fetched_at: Instant::now(),
+            fresh_for,
+        });
+        let current = self
+            .fills
+            .lock()
+            .expect("fills lock")
+            .get(key)
+            .is_some_and(|current| Arc::ptr_eq(current, fill));
+        if storable && current {
+            self.entries.insert(key.clone(), Arc::clone(&stored)).await;
+        }
+        stored
+    }
+}
+
+use crate::upstream::pacer::Priority::Background;
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}
+
+/// Failures during which a stale answer beats an error.
+fn serves_stale_on(error: &ProxyError) -> bool {
+    matches!(error, ProxyError::Refused(_) | ProxyError::Upstream(_))
+}
+
+/// Whether a status answer is final: it will not change any more.
+fn is_final_status(answer: &Answer) -> bool {
+    const FINAL: &[&str] = &[
+        "completed",
+        "canceled",
+        "cancel",
+        "expired",
+        "success",
+        "failed",
+    ];
+    serde_json::from_slice::<serde_json::Value>(&answer.body)
+        .ok()
+        .and_then(|json| json.pointer("/data/status")?.as_str().map(str::to_owned))
+        .is_some_and(|status| FINAL.contains(&status.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::classify;
+
+    #[test]
+    fn junk_parameters_order_and_space_spelling_do_not_split_entries() {
+        let route = classify("/v2/countries").unwrap();
+        let a = CacheKey::new(Scope::Shared, route, Some("service_id=13&x=1"));
+        let b = CacheKey::new(Scope::Shared, route, Some("cb=9&service_id=13"));
+        assert_eq!(a, b);
+
+        let operators = classify("/v2/operators").unwrap();
+        let plus = CacheKey::new(Scope::Shared, operators, Some("provider_id=1&country=a+b"));
+        let pct = CacheKey::new(
+            Scope::Shared,
+            operators,
+            Some("country=a%20b&provider_id=1"),
+        );
+        assert_eq!(plus, pct);
+    }
+
+    #[test]
+    fn keys_of_different_scopes_or_values_differ() {
+        let route = classify("/v1/orders/get_status").unwrap();
+        let mine = CacheKey::new(Scope::Key("aa"), route, Some("order_id=RO1"));
+        let theirs = CacheKey::new(Scope::Key("bb"), route, Some("order_id=RO1"));
+        let other = CacheKey::new(Scope::Key("aa"), route, Some("order_id=RO2"));
+        assert_ne!(mine, theirs);
+        assert_ne!(mine, other);
+    }
+
+    #[test]
+    fn an_empty_value_is_kept_apart_from_a_missing_one() {
+        let route = classify("/v2/operators").unwrap();
+        let empty = CacheKey::new(Scope::Shared, route, Some("country=&provider_id=1"));
+        let missing = CacheKey::new(Scope::Shared, route, Some("provider_id=1"));
+        assert_ne!(empty, missing);
+    }
+}

@@ -1,0 +1,158 @@
+//! The command line: `serve` (the default), `sim`, `demo`, `check-config`.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, Overrides};
+use crate::{demo, server, telemetry};
+
+/// otpgate: a drop-in, rate-safe gateway for the RumahOTP API.
+#[derive(Debug, Parser)]
+#[command(name = "otpgate", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve(ServeArgs),
+    /// Run the RumahOTP simulator: a sandbox upstream for bots and tests.
+    Sim(otpgate_sim::SimArgs),
+    /// Start the simulator and the gateway on loopback, walk through a
+    /// purchase as a bot would, then keep serving for you to try.
+    Demo(demo::DemoArgs),
+    /// Print the effective configuration (secrets masked) and the pacing plan.
+    CheckConfig(ConfigArgs),
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Default, Clone, Args)]
+pub struct ConfigArgs {
+    /// TOML file overriding the built-in defaults (see config/default.toml).
+    #[arg(long, env = "OTPGATE_CONFIG")]
+    pub config: Option<String>,
+}
+
+/// `otpgate serve`.
+#[derive(Debug, Default, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    /// Configuration source.
+    pub config: ConfigArgs,
+    /// Client listener; overrides `server.listen`.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Admin listener (metrics, health); overrides `server.admin_listen`.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Upstream base URL; overrides `upstream.base_url`.
+    #[arg(long)]
+    pub upstream: Option<String>,
+}
+
+/// Runs the chosen command to completion.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => serve(args).await,
+        Command::Sim(args) => Ok(otpgate_sim::run(args).await?),
+        Command::Demo(args) => demo::run(args).await,
+        Command::CheckConfig(args) => check_config(&args),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        upstream: args.upstream,
+    };
+    let config = Config::load(args.config.config.as_deref(), &overrides)?;
+    telemetry::init(&config.log);
+    let plan = config.pacing_plan()?;
+    let client = bind(config.server.listen, "server.listen").await?;
+    let admin = bind(config.server.admin_listen, "server.admin_listen").await?;
+    tracing::info!(
+        listen = %config.server.listen,
+        admin = %config.server.admin_listen,
+        upstream = %mask_url(&config.upstream.base_url),
+        calls_per_second = plan.calls_per_second(),
+        plan = %plan,
+        "otpgate serving"
+    );
+
+    let gateway = crate::proxy::Gateway::new(config, std::sync::Arc::new(Default::default()));
+    server::serve(gateway, client, admin, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Binds `addr`, naming the config key when it fails.
+pub async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({key})"))
+}
+
+fn check_config(args: &ConfigArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref(), &Overrides::default())?;
+    let plan = config.pacing_plan()?;
+    config.upstream.base_url = mask_url(&config.upstream.base_url);
+    println!("{}", toml::to_string_pretty(&config)?);
+    println!("# pacing: {plan}");
+    println!(
+        "# ceiling: {:.3} upstream calls per second per egress",
+        plan.calls_per_second()
+    );
+    Ok(())
+}
+
+/// Hides credentials embedded in a URL (`https://user:pass@host`).
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_url;
+
+    #[test]
+    fn credentials_in_the_upstream_url_are_masked() {
+        assert_eq!(mask_url("https://u:p@host/api"), "https://***@host/api");
+        assert_eq!(mask_url("https://host/api"), "https://host/api");
+    }
+}

@@ -1,0 +1,402 @@
+//! Typed configuration, loaded once at start-up with the `config` crate.
+//!
+//! Layers, later ones winning: the commented `config/default.toml` compiled
+//! into the binary, an optional file (`--config`), environment variables
+//! `OTPGATE__SECTION__KEY`, then command-line flags. Anything unknown or out
+//! of range fails here, naming the key, before a socket is opened.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::upstream::limits::{CounterKind, PacingPlan};
+
+/// The defaults, documented key by key.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The sources could not be read or parsed into the typed tree.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but is not acceptable.
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key path, e.g. `pacing.limit`.
+        key: &'static str,
+        /// What is wrong and what would be accepted.
+        reason: String,
+    },
+}
+
+/// The whole configuration tree.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Client and admin listeners.
+    pub server: ServerConfig,
+    /// The RumahOTP API behind the gateway.
+    pub upstream: UpstreamConfig,
+    /// The upstream's rate limit and how the gateway stays under it.
+    pub pacing: PacingConfig,
+    /// The queue in front of the pacer.
+    pub queue: QueueConfig,
+    /// Catalog and status caching.
+    pub cache: CacheConfig,
+    /// Remembering which client keys the upstream accepts.
+    pub auth: AuthConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`: listeners and client-side limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address bots connect to.
+    pub listen: SocketAddr,
+    /// Address of `/metrics`, `/healthz`, `/readyz`.
+    pub admin_listen: SocketAddr,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time a client has to send its request head.
+    pub header_read_timeout_seconds: f64,
+    /// Largest request head in bytes.
+    pub max_header_bytes: usize,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Time in-flight calls get after a shutdown signal.
+    pub shutdown_grace_seconds: f64,
+    /// CORS origins; `*` allows any.
+    pub cors_allow_origins: Vec<String>,
+}
+
+/// `[upstream]`: where and how calls are sent.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL including the `/api` prefix, e.g. `https://www.rumahotp.io/api`.
+    pub base_url: String,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout_seconds: f64,
+    /// Time for the whole answer once sent.
+    pub response_timeout_seconds: f64,
+    /// Idle time after which pooled connections are dropped.
+    pub pool_idle_timeout_seconds: f64,
+    /// Largest decompressed upstream body in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// `[pacing]`: the upstream's limit and the spacing derived from it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacingConfig {
+    /// Calls allowed per window.
+    pub limit: u32,
+    /// Window length.
+    pub window_seconds: f64,
+    /// How the upstream counts calls in a window.
+    pub counter: CounterKind,
+    /// Calls sent back to back after a quiet period.
+    pub burst: u32,
+    /// Extra spacing on top of `window / (limit - 1)`.
+    pub margin_seconds: f64,
+    /// Cool-down after a block when the upstream gives no Retry-After.
+    pub block_cooldown_seconds: f64,
+}
+
+/// `[queue]`: admission to the pacer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Waiting calls, all priorities.
+    pub max_len: usize,
+    /// Wait allowed when the client does not say.
+    pub default_deadline_seconds: f64,
+    /// Largest wait a client may ask for.
+    pub max_deadline_seconds: f64,
+}
+
+/// `[cache]`: fresh and stale times per kind of answer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Entries kept.
+    pub max_entries: u64,
+    /// Services, operators, PPOB products.
+    pub catalog_ttl_seconds: f64,
+    /// Countries (stock and price).
+    pub countries_ttl_seconds: f64,
+    /// Bank and game lists.
+    pub static_ttl_seconds: f64,
+    /// Serving past the fresh time.
+    pub max_stale_seconds: f64,
+    /// Status of an id still in progress.
+    pub status_ttl_seconds: f64,
+    /// Status of an id in a final state.
+    pub final_status_ttl_seconds: f64,
+    /// A key's balance.
+    pub balance_ttl_seconds: f64,
+}
+
+/// `[auth]`: verdicts on client keys.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Trust in an accepted key.
+    pub verified_key_ttl_seconds: f64,
+    /// Local refusal of a rejected key.
+    pub rejected_key_ttl_seconds: f64,
+}
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Text or JSON.
+    pub format: LogFormat,
+    /// tracing-subscriber `EnvFilter` directive.
+    pub filter: String,
+}
+
+/// Values given on the command line; they win over every other source.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// `--upstream`.
+    pub upstream: Option<String>,
+}
+
+impl Config {
+    /// Loads defaults, `file`, the environment and `overrides`, then validates.
+    pub fn load(file: Option<&str>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::with_name(path).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("OTPGATE")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("server.cors_allow_origins")
+                .try_parsing(true),
+        );
+        if let Some(listen) = overrides.listen {
+            builder = builder.set_override("server.listen", listen.to_string())?;
+        }
+        if let Some(admin) = overrides.admin_listen {
+            builder = builder.set_override("server.admin_listen", admin.to_string())?;
+        }
+        if let Some(upstream) = &overrides.upstream {
+            builder = builder.set_override("upstream.base_url", upstream.as_str())?;
+        }
+
+        let config: Config = builder.build()?.try_deserialize()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The compiled-in defaults alone; for tests and the demo.
+    pub fn defaults() -> Self {
+        Self::load(None, &Overrides::default()).expect("the built-in defaults are valid")
+    }
+
+    /// Checks ranges and the pacing plan; the first bad key is reported.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive(
+            "server.header_read_timeout_seconds",
+            self.server.header_read_timeout_seconds,
+        )?;
+        positive(
+            "server.shutdown_grace_seconds",
+            self.server.shutdown_grace_seconds,
+        )?;
+        at_least("server.max_connections", self.server.max_connections, 1)?;
+        at_least(
+            "server.max_header_bytes",
+            self.server.max_header_bytes,
+            8192,
+        )?;
+        self.validate_upstream()?;
+        positive(
+            "queue.default_deadline_seconds",
+            self.queue.default_deadline_seconds,
+        )?;
+        positive(
+            "queue.max_deadline_seconds",
+            self.queue.max_deadline_seconds,
+        )?;
+        at_least("queue.max_len", self.queue.max_len, 1)?;
+        for (key, value) in self.cache_durations() {
+            positive(key, value)?;
+        }
+        positive(
+            "auth.verified_key_ttl_seconds",
+            self.auth.verified_key_ttl_seconds,
+        )?;
+        positive(
+            "auth.rejected_key_ttl_seconds",
+            self.auth.rejected_key_ttl_seconds,
+        )?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.filter).map_err(|e| {
+            ConfigError::Invalid {
+                key: "log.filter",
+                reason: e.to_string(),
+            }
+        })?;
+        self.pacing_plan().map(|_| ())
+    }
+
+    fn validate_upstream(&self) -> Result<(), ConfigError> {
+        let url = &self.upstream.base_url;
+        let parsed: http::Uri =
+            url.parse()
+                .map_err(|e: http::uri::InvalidUri| ConfigError::Invalid {
+                    key: "upstream.base_url",
+                    reason: e.to_string(),
+                })?;
+        let scheme_ok = matches!(parsed.scheme_str(), Some("http" | "https"));
+        if !scheme_ok || parsed.host().is_none() || parsed.query().is_some() {
+            return Err(ConfigError::Invalid {
+                key: "upstream.base_url",
+                reason: format!("expected http(s)://host[:port][/path], got {url:?}"),
+            });
+        }
+        positive(
+            "upstream.connect_timeout_seconds",
+            self.upstream.connect_timeout_seconds,
+        )?;
+        positive(
+            "upstream.response_timeout_seconds",
+            self.upstream.response_timeout_seconds,
+        )?;
+        positive(
+            "upstream.pool_idle_timeout_seconds",
+            self.upstream.pool_idle_timeout_seconds,
+        )?;
+        at_least(
+            "upstream.max_body_bytes",
+            self.upstream.max_body_bytes,
+            1024,
+        )
+    }
+
+    fn cache_durations(&self) -> [(&'static str, f64); 7] {
+        let c = &self.cache;
+        [
+            ("cache.catalog_ttl_seconds", c.catalog_ttl_seconds),
+            ("cache.countries_ttl_seconds", c.countries_ttl_seconds),
+            ("cache.static_ttl_seconds", c.static_ttl_seconds),
+            ("cache.max_stale_seconds", c.max_stale_seconds),
+            ("cache.status_ttl_seconds", c.status_ttl_seconds),
+            ("cache.final_status_ttl_seconds", c.final_status_ttl_seconds),
+            ("cache.balance_ttl_seconds", c.balance_ttl_seconds),
+        ]
+    }
+
+    /// The pacer's spacing and its worst case; refused when it can exceed the limit.
+    pub fn pacing_plan(&self) -> Result<PacingPlan, ConfigError> {
+        let p = &self.pacing;
+        at_least("pacing.limit", p.limit as usize, 2)?;
+        at_least("pacing.burst", p.burst as usize, 1)?;
+        positive("pacing.window_seconds", p.window_seconds)?;
+        positive("pacing.block_cooldown_seconds", p.block_cooldown_seconds)?;
+        if !(p.margin_seconds >= 0.0 && p.margin_seconds.is_finite()) {
+            return Err(ConfigError::Invalid {
+                key: "pacing.margin_seconds",
+                reason: "must be zero or more".into(),
+            });
+        }
+        let plan = PacingPlan::new(
+            p.limit,
+            secs(p.window_seconds),
+            secs(p.margin_seconds),
+            p.burst,
+            p.counter,
+        );
+        if plan.can_exceed_limit() {
+            return Err(ConfigError::Invalid {
+                key: "pacing",
+                reason: format!(
+                    "{}; lower pacing.burst or raise pacing.margin_seconds",
+                    plan
+                ),
+            });
+        }
+        Ok(plan)
+    }
+}
+
+/// Seconds from config as a `Duration`; callers validated them first.
+pub fn secs(value: f64) -> Duration {
+    Duration::from_secs_f64(value.max(0.0))
+}
+
+fn positive(key: &'static str, value: f64) -> Result<(), ConfigError> {
+    if value > 0.0 && value.is_finite() {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key,
+        reason: format!("must be a positive number, got {value}"),
+    })
+}
+
+fn at_least(key: &'static str, value: usize, min: usize) -> Result<(), ConfigError> {
+    if value >= min {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key,
+        reason: format!("must be at least {min}, got {value}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_defaults_are_valid_and_pace_at_two_point_six_seconds() {
+        let config = Config::defaults();
+        let plan = config.pacing_plan().unwrap();
+        assert_eq!(plan.period, Duration::from_millis(2600));
+        assert_eq!(config.upstream.base_url, "https://www.rumahotp.io/api");
+    }
+
+    #[test]
+    fn a_burst_that_can_exceed_the_limit_is_refused_naming_the_key() {
+        let mut config = Config::defaults();
+        config.pacing.burst = 5;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("`pacing`"), "{err}");
+        assert!(err.contains("worst case"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_upstream_url_names_its_key() {
+        let mut config = Config::defaults();
+        config.upstream.base_url = "ftp://example".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("upstream.base_url"), "{err}");
+    }
+}

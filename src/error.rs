@@ -1,0 +1,249 @@
+//! Errors a client can see, and the one place they become HTTP answers.
+//!
+//! Every answer the gateway makes itself is JSON in the upstream's envelope,
+//! `{"success":false,"error":{"message":…,"code":…},"message":…}`, with
+//! `Retry-After` where waiting helps. Messages say what happened and what to do.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+use crate::routes::PathError;
+use crate::upstream::UpstreamError;
+use crate::upstream::pacer::Refusal;
+
+/// Why the gateway answered a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A keyed route called without `x-apikey`.
+    #[error("missing x-apikey")]
+    MissingKey,
+    /// The upstream rejected this key recently.
+    #[error("key rejected by the upstream")]
+    RejectedKey {
+        /// How long the rejection is remembered.
+        remembered_for: Duration,
+    },
+    /// A path the API never uses.
+    #[error("bad path")]
+    BadPath(#[source] PathError),
+    /// Not an upstream endpoint.
+    #[error("unknown endpoint")]
+    NotFound,
+    /// A method the endpoint does not take.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A request body over `server.max_body_bytes`, or a body where none belongs.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// The request could not be read.
+    #[error("request body could not be read")]
+    BadBody(#[source] hyper::Error),
+    /// No upstream slot: queue full, deadline, block or shutdown.
+    #[error("refused")]
+    Refused(#[source] Refusal),
+    /// The upstream failed; how depends on what failed.
+    #[error("upstream failure")]
+    Upstream(#[source] UpstreamError),
+    /// A call that may move money was sent, and its answer was lost.
+    #[error("outcome unknown")]
+    OutcomeUnknown(#[source] UpstreamError),
+    /// The gateway is shutting down and takes no new calls.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// A bug: a background task ended without an answer.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ProxyError {
+    /// HTTP status of the answer.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::MissingKey | ProxyError::RejectedKey { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::BadPath(_) | ProxyError::BadBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NotFound => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Refused(Refusal::DeadlineUnreachable { .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ProxyError::Refused(_) | ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::Blocked { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(_) | ProxyError::OutcomeUnknown(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code, also the `reason` label in metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::MissingKey => "missing_api_key",
+            ProxyError::RejectedKey { .. } => "invalid_api_key",
+            ProxyError::BadPath(_) => "bad_path",
+            ProxyError::NotFound => "unknown_endpoint",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::BodyTooLarge => "body_too_large",
+            ProxyError::BadBody(_) => "bad_body",
+            ProxyError::Refused(refusal) => refusal.reason(),
+            ProxyError::Upstream(UpstreamError::NotSent(_)) => "upstream_unreachable",
+            ProxyError::Upstream(UpstreamError::Timeout) => "upstream_timeout",
+            ProxyError::Upstream(UpstreamError::Blocked { .. }) => "upstream_blocked",
+            ProxyError::Upstream(UpstreamError::HtmlPage { .. }) => "upstream_html",
+            ProxyError::Upstream(_) => "upstream_failed",
+            ProxyError::OutcomeUnknown(_) => "outcome_unknown",
+            ProxyError::ShuttingDown => "shutting_down",
+            ProxyError::Internal => "internal",
+        }
+    }
+
+    /// What the client should read and do.
+    pub fn message(&self) -> String {
+        match self {
+            ProxyError::MissingKey => {
+                "x-apikey header is missing: send your RumahOTP API key in x-apikey".into()
+            }
+            ProxyError::RejectedKey { remembered_for } => format!(
+                "Invalid API key: the upstream rejected this key within the last {} s; \
+                 check the key in your RumahOTP account",
+                remembered_for.as_secs()
+            ),
+            ProxyError::BadPath(e) => format!("Bad request path: {e}"),
+            ProxyError::NotFound => "Unknown endpoint: otpgate serves the RumahOTP API paths \
+                                     under /v1 and /v2, with or without the /api prefix"
+                .into(),
+            ProxyError::MethodNotAllowed => {
+                "Method not allowed: this endpoint takes GET (h2h/transaksi/create also POST)"
+                    .into()
+            }
+            ProxyError::BodyTooLarge => "Request body too large: the API takes its \
+                                         parameters in the query string"
+                .into(),
+            ProxyError::BadBody(_) => "The request body could not be read".into(),
+            ProxyError::Refused(refusal) => refusal_message(refusal),
+            ProxyError::Upstream(e) => upstream_message(e),
+            ProxyError::OutcomeUnknown(_) => "Outcome unknown: the call reached RumahOTP but \
+                 its answer was lost, so it may or may not have been carried out. Do not \
+                 repeat it blindly: check the order/deposit/transaction status or your \
+                 balance first"
+                .into(),
+            ProxyError::ShuttingDown => {
+                "The gateway is restarting; nothing was sent. Try again in a few seconds".into()
+            }
+            ProxyError::Internal => "Internal gateway error; nothing is known to have been \
+                                     sent. Check the status before repeating a purchase"
+                .into(),
+        }
+    }
+
+    /// Seconds after which a retry can succeed, when waiting helps.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProxyError::Refused(
+                Refusal::QueueFull { retry_after }
+                | Refusal::DeadlineUnreachable { retry_after }
+                | Refusal::Blocked { retry_after },
+            ) => Some(*retry_after),
+            ProxyError::Refused(Refusal::ShuttingDown) | ProxyError::ShuttingDown => {
+                Some(Duration::from_secs(5))
+            }
+            ProxyError::Upstream(UpstreamError::Blocked { retry_after, .. }) => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The JSON answer for the client.
+    pub fn to_response(&self) -> Response<Full<Bytes>> {
+        let message = self.message();
+        let body = serde_json::json!({
+            "success": false,
+            "error": { "message": message, "code": self.code() },
+            "message": message,
+        });
+        let mut response = json_response(self.status(), body.to_string());
+        if let Some(wait) = self.retry_after() {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.max(1).into());
+        }
+        response
+    }
+}
+
+fn refusal_message(refusal: &Refusal) -> String {
+    let (what, wait) = match refusal {
+        Refusal::QueueFull { retry_after } => ("The gateway's upstream queue is full", retry_after),
+        Refusal::DeadlineUnreachable { retry_after } => (
+            "The upstream allows 5 calls per 10 s and the queue ahead of this call \
+              would take longer than its deadline",
+            retry_after,
+        ),
+        Refusal::Blocked { retry_after } => (
+            "The upstream is rate-limiting this gateway's IP; all calls are paused",
+            retry_after,
+        ),
+        Refusal::ShuttingDown => {
+            return "The gateway is restarting; nothing was sent. Try again in a few seconds"
+                .into();
+        }
+    };
+    format!(
+        "{what}. Nothing was sent; try again in {} s",
+        wait.as_secs().max(1)
+    )
+}
+
+fn upstream_message(error: &UpstreamError) -> String {
+    match error {
+        UpstreamError::NotSent(_) => {
+            "RumahOTP could not be reached; nothing was sent, it is safe to try again".into()
+        }
+        UpstreamError::Timeout => "RumahOTP did not answer in time; try again".into(),
+        UpstreamError::Blocked { retry_after, .. } => format!(
+            "RumahOTP is rate-limiting this gateway's IP; all calls are paused for {} s",
+            retry_after.as_secs().max(1)
+        ),
+        UpstreamError::HtmlPage { status } => format!(
+            "RumahOTP answered with an HTML error page (HTTP {status}) instead of JSON; \
+             try again later"
+        ),
+        _ => "The connection to RumahOTP failed before an answer; try again".into(),
+    }
+}
+
+/// A JSON answer with the given status.
+pub fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn every_gateway_error_is_json_with_both_messages() {
+        let error = ProxyError::Refused(Refusal::DeadlineUnreachable {
+            retry_after: Duration::from_millis(5200),
+        });
+        let response = error.to_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "6");
+
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["success"], false);
+        assert_eq!(json["error"]["message"], json["message"]);
+        assert_eq!(json["error"]["code"], "deadline");
+    }
+}

@@ -1,0 +1,169 @@
+//! Prometheus metrics: every decision on the request path is counted here.
+//!
+//! Names carry the `otpgate_` prefix and base units; labels are bounded
+//! (route templates, classes, reasons), never raw paths, ids or keys.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// All metric families of one gateway, registered in its own registry.
+pub struct Metrics {
+    registry: Registry,
+    /// Client requests by route template, class and status.
+    pub requests: IntCounterVec,
+    /// Client request duration by route template and class.
+    pub request_duration: HistogramVec,
+    /// Cache lookups by route template and result (hit, stale, miss).
+    pub cache_lookups: IntCounterVec,
+    /// Entries in the response cache.
+    pub cache_entries: IntGauge,
+    /// Calls waiting for an upstream slot, by egress and priority.
+    pub queue_depth: GaugeVec,
+    /// Time spent waiting for an upstream slot, by priority.
+    pub queue_wait: HistogramVec,
+    /// Calls refused without an upstream call, by reason.
+    pub refusals: IntCounterVec,
+    /// Upstream calls by route template and outcome (HTTP status or error kind).
+    pub upstream_calls: IntCounterVec,
+    /// Upstream call latency by route template.
+    pub upstream_duration: HistogramVec,
+    /// 1 while the upstream blocks the egress.
+    pub egress_blocked: GaugeVec,
+    /// The pacing plan's worst case, by measure (closed_window, approximated_estimate).
+    pub pacing_worst_case: GaugeVec,
+    /// The pacing period in seconds.
+    pub pacing_period: GaugeVec,
+    /// Mutating calls whose outcome is unknown, by route template.
+    pub unknown_outcomes: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every family.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let latency = vec![0.0005, 0.002, 0.01, 0.05, 0.25, 1.0, 2.5, 5.0, 10.0, 30.0];
+        let metrics = Self {
+            requests: counter(
+                "otpgate_http_requests_total",
+                "Client requests.",
+                &["route", "class", "status"],
+            ),
+            request_duration: histogram(
+                "otpgate_http_request_duration_seconds",
+                "Client request duration.",
+                &["route", "class"],
+                latency.clone(),
+            ),
+            cache_lookups: counter(
+                "otpgate_cache_lookups_total",
+                "Cache lookups.",
+                &["route", "result"],
+            ),
+            cache_entries: IntGauge::new("otpgate_cache_entries", "Entries in the cache.")
+                .expect("valid metric"),
+            queue_depth: gauge(
+                "otpgate_queue_depth",
+                "Calls waiting for an upstream slot.",
+                &["egress", "priority"],
+            ),
+            queue_wait: histogram(
+                "otpgate_queue_wait_seconds",
+                "Time waited for an upstream slot.",
+                &["priority"],
+                vec![0.001, 0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 10.0, 30.0],
+            ),
+            refusals: counter(
+                "otpgate_refusals_total",
+                "Calls refused without an upstream call.",
+                &["reason"],
+            ),
+            upstream_calls: counter(
+                "otpgate_upstream_requests_total",
+                "Upstream calls.",
+                &["route", "outcome"],
+            ),
+            upstream_duration: histogram(
+                "otpgate_upstream_request_duration_seconds",
+                "Upstream call latency.",
+                &["route"],
+                latency,
+            ),
+            egress_blocked: gauge(
+                "otpgate_egress_blocked",
+                "1 while the upstream blocks the egress.",
+                &["egress"],
+            ),
+            pacing_worst_case: gauge(
+                "otpgate_pacing_worst_case_calls",
+                "Worst case of the pacing plan per upstream window.",
+                &["egress", "measure"],
+            ),
+            pacing_period: gauge(
+                "otpgate_pacing_period_seconds",
+                "Spacing between upstream calls.",
+                &["egress"],
+            ),
+            unknown_outcomes: counter(
+                "otpgate_unknown_outcomes_total",
+                "Mutating calls whose answer was lost after sending.",
+                &["route"],
+            ),
+            registry,
+        };
+        metrics.register_all();
+        metrics
+    }
+
+    fn register_all(&self) {
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(self.requests.clone()),
+            Box::new(self.request_duration.clone()),
+            Box::new(self.cache_lookups.clone()),
+            Box::new(self.cache_entries.clone()),
+            Box::new(self.queue_depth.clone()),
+            Box::new(self.queue_wait.clone()),
+            Box::new(self.refusals.clone()),
+            Box::new(self.upstream_calls.clone()),
+            Box::new(self.upstream_duration.clone()),
+            Box::new(self.egress_blocked.clone()),
+            Box::new(self.pacing_worst_case.clone()),
+            Box::new(self.pacing_period.clone()),
+            Box::new(self.unknown_outcomes.clone()),
+        ];
+        for collector in collectors {
+            self.registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+    }
+
+    /// The text exposition format, for `/metrics`.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buffer).expect("text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric")
+}

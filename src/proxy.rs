@@ -1,0 +1,458 @@
+//! The request path, top to bottom: classify, identify, then serve from the
+//! cache, through one coalesced fetch, or by a single paced upstream call.
+//!
+//! CORS preflights and compression are handled by tower layers in `server`,
+//! before this code runs. Errors become JSON answers in `error`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::auth::{ApiKey, KeyVerdicts, Verdict};
+use crate::cache::{CacheKey, CacheResult, Policy, ResponseCache, Scope, Stored};
+use crate::config::{Config, secs};
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use crate::routes::{self, Freshness, Route, RouteClass};
+use crate::upstream::pacer::Priority;
+use crate::upstream::{Answer, CallMeta, OutboundCall, Upstream};
+
+/// Everything the request path needs, shared by all connections.
+pub struct Gateway {
+    /// The effective configuration.
+    pub config: Arc<Config>,
+    /// Metric families.
+    pub metrics: Arc<Metrics>,
+    /// The paced upstream.
+    pub upstream: Arc<Upstream>,
+    /// Catalog, status and balance answers.
+    pub cache: Arc<ResponseCache>,
+    /// What the upstream said about client keys.
+    pub verdicts: Arc<KeyVerdicts>,
+    shutting_down: AtomicBool,
+}
+
+type Served = Result<Response<Full<Bytes>>, Arc<ProxyError>>;
+
+/// What the access log and metrics say about one request.
+struct Record {
+    route: &'static Route,
+    cache: Option<CacheResult>,
+    key: Option<ApiKey>,
+}
+
+impl Gateway {
+    /// Assembles the gateway from a validated config; starts the pacer.
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Arc<Self> {
+        let plan = config.pacing_plan().expect("config was validated");
+        let upstream = Upstream::new(&config, plan, Arc::clone(&metrics));
+        let cache = ResponseCache::new(
+            config.cache.max_entries,
+            secs(config.cache.max_stale_seconds),
+            Arc::clone(&upstream),
+        );
+        let verdicts = KeyVerdicts::new(
+            secs(config.auth.verified_key_ttl_seconds),
+            secs(config.auth.rejected_key_ttl_seconds),
+        );
+        Arc::new(Self {
+            config: Arc::new(config),
+            metrics,
+            upstream,
+            cache,
+            verdicts,
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// Refuses new requests and every queued call; calls already sent finish.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.upstream.egress().pacer.close();
+    }
+
+    /// Whether `begin_shutdown` was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Serves one client request; never fails, errors are JSON answers.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let mut record = Record {
+            route: &routes::UNKNOWN,
+            cache: None,
+            key: None,
+        };
+
+        let served = self.serve(request, &mut record).await;
+        let error_code = served.as_ref().err().map(|e| e.code());
+        let mut response = served.unwrap_or_else(|error| error.to_response());
+        if self.is_shutting_down() {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+
+        self.record(
+            &method,
+            &record,
+            response.status(),
+            error_code,
+            started.elapsed(),
+        );
+        self.metrics
+            .cache_entries
+            .set(self.cache.entry_count() as i64);
+        response
+    }
+
+    async fn serve(self: &Arc<Self>, request: Request<Incoming>, record: &mut Record) -> Served {
+        if self.is_shutting_down() {
+            return Err(Arc::new(ProxyError::ShuttingDown));
+        }
+        let path = routes::normalise_path(request.uri().path()).map_err(ProxyError::BadPath)?;
+        let route = routes::classify(&path).ok_or(ProxyError::NotFound)?;
+        record.route = route;
+        check_method(request.method(), route)?;
+
+        let key = ApiKey::from_header(request.headers().get("x-apikey"));
+        record.key.clone_from(&key);
+        if route.keyed && key.is_none() {
+            return Err(Arc::new(ProxyError::MissingKey));
+        }
+        if let Some(key) = &key
+            && self.verdicts.verdict(key).await == Some(Verdict::Rejected)
+        {
+            let remembered_for = self.verdicts.rejected_for();
+            return Err(Arc::new(ProxyError::RejectedKey { remembered_for }));
+        }
+
+        let deadline = self.deadline(request.headers());
+        let call = self.outbound(request, path, key.as_ref()).await?;
+        match route.class {
+            RouteClass::Catalog => self.serve_catalog(route, call, key, deadline, record).await,
+            RouteClass::AccountRead | RouteClass::Status => {
+                let key = key.expect("keyed routes were checked for a key");
+                self.serve_per_key(route, call, &key, deadline, record)
+                    .await
+            }
+            RouteClass::Mutating => self.serve_mutating(route, call, key, deadline).await,
+            RouteClass::Lookup | RouteClass::Unknown => {
+                let meta = CallMeta {
+                    route,
+                    priority: Priority::Interactive,
+                    deadline,
+                };
+                let answer = self
+                    .upstream
+                    .call(call, meta, std::future::pending())
+                    .await?;
+                self.learn(key.as_ref(), &answer).await;
+                Ok(answer_response(&answer, None))
+            }
+        }
+    }
+
+    /// Catalog: shared by every accepted key, fetched once per miss.
+    async fn serve_catalog(
+        self: &Arc<Self>,
+        route: &'static Route,
+        call: OutboundCall,
+        key: Option<ApiKey>,
+        deadline: Instant,
+        record: &mut Record,
+    ) -> Served {
+        if let Some(key) = key.as_ref().filter(|_| route.keyed)
+            && let Some(refusal) = self.ensure_accepted(key, deadline).await?
+        {
+            return Ok(refusal);
+        }
+        let cache_key = CacheKey::new(Scope::Shared, route, call.query.as_deref());
+        let policy = self.policy(route);
+        let meta = CallMeta {
+            route,
+            priority: Priority::Interactive,
+            deadline,
+        };
+        let (stored, result) = self
+            .cache
+            .get_or_fetch(cache_key, policy, call, meta)
+            .await?;
+        self.note_lookup(route, result, record);
+        Ok(answer_response(&stored.answer, Some((result, &stored))))
+    }
+
+    /// Status and balance: reused briefly for the same key only.
+    async fn serve_per_key(
+        self: &Arc<Self>,
+        route: &'static Route,
+        call: OutboundCall,
+        key: &ApiKey,
+        deadline: Instant,
+        record: &mut Record,
+    ) -> Served {
+        let (stored, result) = self.fetch_per_key(route, call, key, deadline).await?;
+        self.note_lookup(route, result, record);
+        Ok(answer_response(&stored.answer, Some((result, &stored))))
+    }
+
+    async fn fetch_per_key(
+        self: &Arc<Self>,
+        route: &'static Route,
+        call: OutboundCall,
+        key: &ApiKey,
+        deadline: Instant,
+    ) -> Result<(Arc<Stored>, CacheResult), Arc<ProxyError>> {
+        let fingerprint = key.fingerprint().to_hex();
+        let cache_key = CacheKey::new(Scope::Key(&fingerprint), route, call.query.as_deref());
+        let meta = CallMeta {
+            route,
+            priority: Priority::Interactive,
+            deadline,
+        };
+        let fetched = self
+            .cache
+            .get_or_fetch(cache_key, self.policy(route), call, meta)
+            .await?;
+        if fetched.1 == CacheResult::Miss {
+            self.learn(Some(key), &fetched.0.answer).await;
+        }
+        Ok(fetched)
+    }
+
+    /// Buying, cancelling, depositing: sent once, never cached or coalesced.
+    async fn serve_mutating(
+        self: &Arc<Self>,
+        route: &'static Route,
+        call: OutboundCall,
+        key: Option<ApiKey>,
+        deadline: Instant,
+    ) -> Served {
+        let query = call.query.clone();
+        let meta = CallMeta {
+            route,
+            priority: Priority::Mutating,
+            deadline,
+        };
+        let answer = self
+            .upstream
+            .call(call, meta, std::future::pending())
+            .await?;
+        self.learn(key.as_ref(), &answer).await;
+        if let Some(key) = key.as_ref().filter(|_| answer.is_success()) {
+            self.invalidate_after(route, key, query.as_deref()).await;
+        }
+        Ok(answer_response(&answer, None))
+    }
+
+    /// Checks an unknown key once with a balance call before it may read the
+    /// shared catalog; the upstream's refusal is passed on as it came.
+    async fn ensure_accepted(
+        self: &Arc<Self>,
+        key: &ApiKey,
+        deadline: Instant,
+    ) -> Result<Option<Response<Full<Bytes>>>, Arc<ProxyError>> {
+        if self.verdicts.verdict(key).await == Some(Verdict::Accepted) {
+            return Ok(None);
+        }
+        let balance = routes::classify("/v1/user/balance").expect("balance is in the table");
+        let call = OutboundCall {
+            method: Method::GET,
+            path: balance.template.to_owned(),
+            query: None,
+            api_key: Some(key.header_value().clone()),
+            accept: None,
+            content_type: None,
+            body: Bytes::new(),
+        };
+        let (stored, _) = self.fetch_per_key(balance, call, key, deadline).await?;
+        match self.verdicts.verdict(key).await {
+            Some(Verdict::Accepted) => Ok(None),
+            Some(Verdict::Rejected) => Ok(Some(answer_response(&stored.answer, None))),
+            None => Ok(Some(answer_response(&stored.answer, None))),
+        }
+    }
+
+    async fn invalidate_after(&self, route: &Route, key: &ApiKey, query: Option<&str>) {
+        let fingerprint = key.fingerprint().to_hex();
+        let scope = Scope::Key(&fingerprint);
+        if let (true, Some((param, kind))) = (route.invalidates.status, route.id) {
+            for status in routes::status_routes(kind) {
+                let (status_param, _) = status.id.expect("status routes name their id");
+                let id = query_value(query, param).unwrap_or_default();
+                let id_query = form_urlencoded::Serializer::new(String::new())
+                    .append_pair(status_param, &id)
+                    .finish();
+                self.cache
+                    .invalidate(&CacheKey::new(scope, status, Some(&id_query)))
+                    .await;
+            }
+        }
+        if route.invalidates.balance {
+            let balance = routes::classify("/v1/user/balance").expect("balance is in the table");
+            self.cache
+                .invalidate(&CacheKey::new(scope, balance, None))
+                .await;
+        }
+    }
+
+    async fn learn(&self, key: Option<&ApiKey>, answer: &Answer) {
+        if let Some(key) = key {
+            self.verdicts
+                .learn(key, answer.status, answer.is_success())
+                .await;
+        }
+    }
+
+    async fn outbound(
+        &self,
+        request: Request<Incoming>,
+        path: String,
+        key: Option<&ApiKey>,
+    ) -> Result<OutboundCall, ProxyError> {
+        let (parts, body) = request.into_parts();
+        let body = if parts.method == Method::POST {
+            let limit = self.config.server.max_body_bytes;
+            Limited::new(body, limit)
+                .collect()
+                .await
+                .map_err(|_| ProxyError::BodyTooLarge)?
+                .to_bytes()
+        } else {
+            Bytes::new()
+        };
+        Ok(OutboundCall {
+            method: parts.method,
+            path,
+            query: parts.uri.query().map(str::to_owned),
+            api_key: key.map(|k| k.header_value().clone()),
+            accept: parts.headers.get(header::ACCEPT).cloned(),
+            content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+            body,
+        })
+    }
+
+    /// The latest time a call may start: `Prefer: wait=N` seconds, bounded by
+    /// `queue.max_deadline_seconds`, else `queue.default_deadline_seconds`.
+    fn deadline(&self, headers: &HeaderMap) -> Instant {
+        let queue = &self.config.queue;
+        let asked = headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .find_map(|pref| {
+                pref.trim()
+                    .strip_prefix("wait=")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .filter(|wait| wait.is_finite() && *wait >= 0.0);
+        let wait = asked
+            .unwrap_or(queue.default_deadline_seconds)
+            .min(queue.max_deadline_seconds);
+        Instant::now() + secs(wait)
+    }
+
+    fn policy(&self, route: &Route) -> Policy {
+        let c = &self.config.cache;
+        let ttl = match route.freshness {
+            Freshness::Catalog => c.catalog_ttl_seconds,
+            Freshness::Countries => c.countries_ttl_seconds,
+            Freshness::Static => c.static_ttl_seconds,
+            Freshness::Status => c.status_ttl_seconds,
+            Freshness::Balance => c.balance_ttl_seconds,
+            Freshness::Never => 0.0,
+        };
+        Policy {
+            ttl: secs(ttl),
+            final_ttl: secs(c.final_status_ttl_seconds).max(secs(ttl)),
+            stale_while_refresh: route.class == RouteClass::Catalog,
+        }
+    }
+
+    fn note_lookup(&self, route: &Route, result: CacheResult, record: &mut Record) {
+        record.cache = Some(result);
+        self.metrics
+            .cache_lookups
+            .with_label_values(&[route.template, result.as_str()])
+            .inc();
+    }
+
+    fn record(
+        &self,
+        method: &Method,
+        record: &Record,
+        status: StatusCode,
+        error: Option<&'static str>,
+        elapsed: Duration,
+    ) {
+        let route = record.route.template;
+        let class = record.route.class.as_str();
+        self.metrics
+            .requests
+            .with_label_values(&[route, class, status.as_str()])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[route, class])
+            .observe(elapsed.as_secs_f64());
+        tracing::info!(
+            target: "otpgate::access",
+            method = %method,
+            route,
+            class,
+            status = status.as_u16(),
+            cache = record.cache.map(CacheResult::as_str),
+            key.fp = record.key.as_ref().map(|k| k.fingerprint().to_string()),
+            error,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}
+
+fn check_method(method: &Method, route: &Route) -> Result<(), ProxyError> {
+    let allowed = *method == Method::GET || (*method == Method::POST && route.allows_post);
+    if allowed {
+        Ok(())
+    } else {
+        Err(ProxyError::MethodNotAllowed)
+    }
+}
+
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(param, _)| param == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// The upstream's answer as the client gets it, with `x-cache` and `age`
+/// for answers the cache served.
+fn answer_response(
+    answer: &Answer,
+    cached: Option<(CacheResult, &Stored)>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(answer.body.clone()));
+    *response.status_mut() = answer.status;
+    let headers = response.headers_mut();
+    let content_type = answer
+        .content_type
+        .clone()
+        .unwrap_or(HeaderValue::from_static("application/json"));
+    headers.insert(header::CONTENT_TYPE, content_type);
+    if let Some((result, stored)) = cached {
+        headers.insert("x-cache", HeaderValue::from_static(result.as_str()));
+        headers.insert(header::AGE, stored.fetched_at.elapsed().as_secs().into());
+    }
+    response
+}

@@ -1,0 +1,186 @@
+//! The client listener: connections, the tower stack around the request
+//! path, and graceful shutdown.
+//!
+//! On shutdown the listener closes at once, idle connections are closed,
+//! queued calls are refused with JSON, and calls already sent upstream are
+//! allowed `server.shutdown_grace_seconds` to finish and reach their clients.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, Method};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinHandle;
+use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::admin;
+use crate::config::{Config, secs};
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+
+/// A gateway running in the background, for tests, the demo and embedding.
+pub struct GatewayHandle {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are.
+    pub admin_addr: SocketAddr,
+    /// The shared state, for inspection.
+    pub gateway: Arc<Gateway>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl GatewayHandle {
+    /// Shuts down gracefully and waits until every connection is done.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for the serving task to end.
+    pub async fn finished(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the gateway on already-bound listeners and returns at once.
+pub fn spawn(config: Config, client: TcpListener, admin: TcpListener) -> GatewayHandle {
+    let metrics = Arc::new(Metrics::new());
+    let gateway = Gateway::new(config, metrics);
+    let addr = client.local_addr().expect("bound listener");
+    let admin_addr = admin.local_addr().expect("bound listener");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(Arc::clone(&gateway), client, admin, async move {
+        let _ = stopped.await;
+    }));
+    GatewayHandle {
+        addr,
+        admin_addr,
+        gateway,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// Serves clients and the admin endpoints until `shutdown` resolves, then
+/// drains gracefully.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    client: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let admin_task = tokio::spawn(admin::serve(Arc::clone(&gateway), admin));
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(gateway.config.server.max_connections));
+    let cors = cors_layer(&gateway.config);
+    tokio::pin!(shutdown);
+
+    loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("never closed"),
+            () = &mut shutdown => break,
+        };
+        let accepted = tokio::select! {
+            accepted = client.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway_for_conn = Arc::clone(&gateway);
+        let stack = ServiceBuilder::new()
+            // Preflights carry no x-apikey: answer them before anything checks
+            // keys or spends a queue place.
+            .layer(cors.clone())
+            // Compress for clients that ask; the request path holds identity bytes.
+            .layer(CompressionLayer::new())
+            .service_fn(move |request| {
+                let gateway = Arc::clone(&gateway_for_conn);
+                async move { Ok::<_, Infallible>(gateway.handle(request).await) }
+            });
+        let connection = connection_builder(&gateway.config)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(stack));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "client connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+
+    drop(client);
+    tracing::info!("shutting down: listener closed, queued calls refused");
+    gateway.begin_shutdown();
+    let grace = secs(gateway.config.server.shutdown_grace_seconds);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "connections still open after the grace time"
+        );
+    }
+    admin_task.abort();
+    tracing::info!("shutdown complete");
+}
+
+fn connection_builder(config: &Config) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(secs(config.server.header_read_timeout_seconds))
+        .max_buf_size(config.server.max_header_bytes)
+        .keep_alive(true);
+    builder
+}
+
+fn cors_layer(config: &Config) -> CorsLayer {
+    let origins = &config.server.cors_allow_origins;
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            HeaderName::from_static("x-apikey"),
+            http::header::ACCEPT,
+            http::header::CONTENT_TYPE,
+            HeaderName::from_static("prefer"),
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-cache"),
+            http::header::AGE,
+            http::header::RETRY_AFTER,
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}

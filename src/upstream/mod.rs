@@ -1,0 +1,209 @@
+//! Everything between a decided call and the upstream: the pacer that keeps
+//! the egress under the limit, and the client that sends.
+//!
+//! `Upstream::call` is the only way a call leaves the gateway. Once a slot is
+//! granted the send runs as its own task, so a client that hangs up cannot
+//! cut a purchase in half; before that, giving up costs nothing.
+
+pub mod client;
+pub mod limits;
+pub mod pacer;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+pub use client::{Answer, OutboundCall, UpstreamClient, UpstreamError};
+use limits::PacingPlan;
+use pacer::{Pacer, Priority};
+
+use crate::config::{Config, secs};
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use crate::routes::Route;
+
+/// One outbound path: its pacer and its connection pool. Later, one per
+/// upstream IP (an outbound proxy per key); today the gateway has one.
+pub struct Egress {
+    /// The queue and limiter of this egress.
+    pub pacer: Arc<Pacer>,
+    client: UpstreamClient,
+}
+
+/// Where and when a call is to be sent.
+#[derive(Debug, Clone, Copy)]
+pub struct CallMeta {
+    /// The route, for metrics and for what a failure means.
+    pub route: &'static Route,
+    /// Queue priority.
+    pub priority: Priority,
+    /// Latest time the call may start.
+    pub deadline: Instant,
+}
+
+/// The upstream as the rest of the gateway sees it.
+pub struct Upstream {
+    egress: Egress,
+    metrics: Arc<Metrics>,
+}
+
+impl Upstream {
+    /// Builds the egress from config and starts its pacer.
+    pub fn new(config: &Config, plan: PacingPlan, metrics: Arc<Metrics>) -> Arc<Self> {
+        let name = "default";
+        let pacer = Pacer::start(name, plan, config.queue.max_len, Arc::clone(&metrics));
+        let cooldown = secs(config.pacing.block_cooldown_seconds);
+        let client = UpstreamClient::new(&config.upstream, cooldown);
+        metrics
+            .pacing_period
+            .with_label_values(&[name])
+            .set(plan.period.as_secs_f64());
+        let worst = &metrics.pacing_worst_case;
+        worst
+            .with_label_values(&[name, "closed_window"])
+            .set(plan.worst_closed_window.into());
+        worst
+            .with_label_values(&[name, "approximated_estimate"])
+            .set(plan.worst_estimate);
+        Arc::new(Self {
+            egress: Egress { pacer, client },
+            metrics,
+        })
+    }
+
+    /// The egress a call goes through.
+    pub fn egress(&self) -> &Egress {
+        &self.egress
+    }
+
+    /// Waits for a slot, then sends `call` once.
+    ///
+    /// `give_up` resolving while the call is still queued withdraws it; it has
+    /// no effect once sent. A safe read that failed before any answer is sent
+    /// once more, through the pacer again. A call that may move money is never
+    /// sent twice: a lost answer becomes `ProxyError::OutcomeUnknown`.
+    pub async fn call(
+        self: &Arc<Self>,
+        call: OutboundCall,
+        meta: CallMeta,
+        give_up: impl Future<Output = ()>,
+    ) -> Result<Answer, ProxyError> {
+        tokio::pin!(give_up);
+        let money = meta.route.class.may_move_money();
+        let attempts = if money { 1 } else { 2 };
+        let mut last_error = None;
+        for _ in 0..attempts {
+            let slot = tokio::select! {
+                slot = self.egress.pacer.acquire(meta.priority, meta.deadline) => slot,
+                () = &mut give_up => return Err(ProxyError::ShuttingDown),
+            };
+            let slot = slot.map_err(ProxyError::Refused)?;
+            self.metrics
+                .queue_wait
+                .with_label_values(&[meta.priority.as_str()])
+                .observe(slot.waited.as_secs_f64());
+
+            match self.send_detached(call.clone(), meta).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) if error.is_resendable_read() && !money => last_error = Some(error),
+                Err(error) => return Err(classify_failure(error, money)),
+            }
+        }
+        Err(classify_failure(
+            last_error.expect("at least one attempt failed"),
+            money,
+        ))
+    }
+
+    /// Sends in a task of its own and waits for it; the task outlives the caller.
+    async fn send_detached(
+        self: &Arc<Self>,
+        call: OutboundCall,
+        meta: CallMeta,
+    ) -> Result<Answer, UpstreamError> {
+        let upstream = Arc::clone(self);
+        let task = tokio::spawn(async move { upstream.send_now(&call, meta).await });
+        task.await.unwrap_or_else(|_| Err(UpstreamError::Timeout))
+    }
+
+    async fn send_now(&self, call: &OutboundCall, meta: CallMeta) -> Result<Answer, UpstreamError> {
+        let started = Instant::now();
+        let result = self.egress.client.send(call).await;
+        let elapsed = started.elapsed();
+
+        let template = meta.route.template;
+        let outcome = match &result {
+            Ok(answer) => answer.status.as_str().to_owned(),
+            Err(error) => failure_label(error).to_owned(),
+        };
+        self.metrics
+            .upstream_calls
+            .with_label_values(&[template, &outcome])
+            .inc();
+        self.metrics
+            .upstream_duration
+            .with_label_values(&[template])
+            .observe(elapsed.as_secs_f64());
+        tracing::debug!(
+            route = template,
+            egress = self.egress.pacer.egress(),
+            outcome,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "upstream call"
+        );
+
+        if let Err(UpstreamError::Blocked {
+            status,
+            retry_after,
+        }) = &result
+        {
+            self.egress.pacer.block_until(Instant::now() + *retry_after);
+            tracing::warn!(
+                egress = self.egress.pacer.egress(),
+                status = status.as_u16(),
+                cooldown_s = retry_after.as_secs(),
+                "upstream is blocking the egress; all calls paused"
+            );
+        }
+        if money_lost(&result, meta) {
+            self.metrics
+                .unknown_outcomes
+                .with_label_values(&[template])
+                .inc();
+            tracing::warn!(
+                route = template,
+                "answer to a mutating call lost; outcome unknown"
+            );
+        }
+        result
+    }
+}
+
+fn money_lost(result: &Result<Answer, UpstreamError>, meta: CallMeta) -> bool {
+    let lost = matches!(
+        result,
+        Err(UpstreamError::Lost(_) | UpstreamError::Timeout | UpstreamError::BadBody(_))
+    );
+    lost && meta.route.class.may_move_money()
+}
+
+fn classify_failure(error: UpstreamError, money: bool) -> ProxyError {
+    match error {
+        UpstreamError::Lost(_) | UpstreamError::Timeout | UpstreamError::BadBody(_) if money => {
+            ProxyError::OutcomeUnknown(error)
+        }
+        other => ProxyError::Upstream(other),
+    }
+}
+
+fn failure_label(error: &UpstreamError) -> &'static str {
+    match error {
+        UpstreamError::NotSent(_) => "connect_error",
+        UpstreamError::Lost(_) => "connection_lost",
+        UpstreamError::BadBody(_) => "bad_body",
+        UpstreamError::Timeout => "timeout",
+        UpstreamError::Blocked { .. } => "blocked",
+        UpstreamError::HtmlPage { .. } => "html_page",
+    }
+}

@@ -1,0 +1,422 @@
+//! The pacer: one queue per egress in front of a governor limiter.
+//!
+//! Every upstream call waits here for a slot: mutating calls first, then
+//! interactive reads, then background refreshes, each in arrival order. A call
+//! whose predicted start is past its deadline is refused at once; a caller
+//! that goes away while queued leaves no trace. The pacer grants slots; it
+//! does not send anything itself.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+use crate::upstream::limits::PacingPlan;
+
+/// Which calls are served first when several wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    /// Buying, cancelling, depositing: a user is waiting to pay.
+    Mutating = 0,
+    /// Cache misses, balance, status: a user is waiting to see.
+    Interactive = 1,
+    /// Refreshes nobody waits for.
+    Background = 2,
+}
+
+impl Priority {
+    /// Label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Mutating => "mutating",
+            Priority::Interactive => "interactive",
+            Priority::Background => "background",
+        }
+    }
+
+    const ALL: [Priority; 3] = [
+        Priority::Mutating,
+        Priority::Interactive,
+        Priority::Background,
+    ];
+}
+
+/// Why a call got no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The queue is at its configured length.
+    #[error("the upstream queue is full")]
+    QueueFull {
+        /// When a place is likely to be free.
+        retry_after: Duration,
+    },
+    /// The call could not start before its deadline.
+    #[error("no upstream slot before the deadline")]
+    DeadlineUnreachable {
+        /// When a slot is likely to be free.
+        retry_after: Duration,
+    },
+    /// The upstream blocked this egress; nothing is sent until the cool-down ends.
+    #[error("the upstream is blocking this egress")]
+    Blocked {
+        /// Time left in the cool-down.
+        retry_after: Duration,
+    },
+    /// The gateway is shutting down.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+impl Refusal {
+    /// Label value for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::QueueFull { .. } => "queue_full",
+            Refusal::DeadlineUnreachable { .. } => "deadline",
+            Refusal::Blocked { .. } => "blocked",
+            Refusal::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// A granted upstream slot: the holder may send exactly one call now.
+#[derive(Debug)]
+pub struct Slot {
+    /// Time spent queued.
+    pub waited: Duration,
+}
+
+/// governor's clock, driven by tokio's so that tests can pause time.
+#[derive(Debug, Clone)]
+struct TokioClock {
+    start: Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+
+struct Waiter {
+    deadline: Instant,
+    enqueued: Instant,
+    grant: oneshot::Sender<Result<Slot, Refusal>>,
+}
+
+impl Waiter {
+    fn is_live(&self) -> bool {
+        !self.grant.is_closed()
+    }
+}
+
+#[derive(Default)]
+struct Queues {
+    by_priority: [VecDeque<Waiter>; 3],
+    blocked_until: Option<Instant>,
+    closed: bool,
+    /// When the limiter will next admit a call, as far as the pacer knows.
+    next_free: Option<Instant>,
+}
+
+impl Queues {
+    fn prune(&mut self) {
+        for queue in &mut self.by_priority {
+            queue.retain(Waiter::is_live);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_priority.iter().map(VecDeque::len).sum()
+    }
+
+    fn ahead_of(&self, priority: Priority) -> usize {
+        self.by_priority[..=priority as usize]
+            .iter()
+            .map(VecDeque::len)
+            .sum()
+    }
+
+    fn pop_next(&mut self) -> Option<Waiter> {
+        self.by_priority.iter_mut().find_map(|queue| {
+            while let Some(waiter) = queue.pop_front() {
+                if waiter.is_live() {
+                    return Some(waiter);
+                }
+            }
+            None
+        })
+    }
+
+    fn refuse_all(&mut self, refusal: Refusal) {
+        for queue in &mut self.by_priority {
+            for waiter in queue.drain(..) {
+                let _ = waiter.grant.send(Err(refusal));
+            }
+        }
+    }
+}
+
+/// The queue and limiter of one egress.
+pub struct Pacer {
+    egress: String,
+    plan: PacingPlan,
+    max_len: usize,
+    limiter: Limiter,
+    clock: TokioClock,
+    queues: Mutex<Queues>,
+    work: Notify,
+    metrics: Arc<Metrics>,
+}
+
+impl Pacer {
+    /// Builds the pacer and starts its dispatcher task.
+    ///
+    /// The limiter starts with its burst spent: a restarted gateway cannot
+    /// know what its predecessor sent in the current window.
+    pub fn start(
+        egress: &str,
+        plan: PacingPlan,
+        max_len: usize,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let clock = TokioClock {
+            start: Instant::now(),
+        };
+        let quota = Quota::with_period(plan.period)
+            .expect("pacing period is positive")
+            .allow_burst(std::num::NonZeroU32::new(plan.burst).expect("burst is at least 1"));
+        let limiter = RateLimiter::direct_with_clock(quota, clock.clone());
+        while limiter.check().is_ok() {}
+
+        let pacer = Arc::new(Self {
+            egress: egress.to_owned(),
+            plan,
+            max_len,
+            limiter,
+            clock,
+            queues: Mutex::new(Queues {
+                next_free: Some(Instant::now() + plan.period),
+                ..Queues::default()
+            }),
+            work: Notify::new(),
+            metrics,
+        });
+        tokio::spawn(Arc::clone(&pacer).dispatch());
+        pacer
+    }
+
+    /// The egress this pacer guards, as named in metrics and logs.
+    pub fn egress(&self) -> &str {
+        &self.egress
+    }
+
+    /// Waits for a slot. Dropping the returned future gives the place up.
+    ///
+    /// Refused at once when the queue is full, the egress is blocked, or the
+    /// predicted start (slots ahead × period) is past `deadline`.
+    pub async fn acquire(&self, priority: Priority, deadline: Instant) -> Result<Slot, Refusal> {
+        let receiver = self.enqueue(priority, deadline).inspect_err(|refusal| {
+            self.metrics
+                .refusals
+                .with_label_values(&[refusal.reason()])
+                .inc();
+        })?;
+        // The dispatcher refuses expired waiters when it next wakes, which can
+        // be up to a period late; the caller's own deadline is kept exactly.
+        match tokio::time::timeout_at(deadline, receiver).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Refusal::ShuttingDown),
+            Err(_) => {
+                self.metrics.refusals.with_label_values(&["deadline"]).inc();
+                Err(Refusal::DeadlineUnreachable {
+                    retry_after: self.plan.period,
+                })
+            }
+        }
+    }
+
+    fn enqueue(
+        &self,
+        priority: Priority,
+        deadline: Instant,
+    ) -> Result<oneshot::Receiver<Result<Slot, Refusal>>, Refusal> {
+        let now = Instant::now();
+        let mut queues = self.queues.lock().expect("pacer lock");
+        if queues.closed {
+            return Err(Refusal::ShuttingDown);
+        }
+        if let Some(until) = queues.blocked_until.filter(|until| *until > now) {
+            return Err(Refusal::Blocked {
+                retry_after: until - now,
+            });
+        }
+
+        queues.prune();
+        let next_free = queues.next_free.map_or(now, |at| at.max(now));
+        let ahead = queues.ahead_of(priority) as u32;
+        let predicted = next_free + self.plan.period * ahead;
+        if predicted > deadline {
+            return Err(Refusal::DeadlineUnreachable {
+                retry_after: predicted - now,
+            });
+        }
+        if queues.len() >= self.max_len {
+            let retry_after = self.plan.period * queues.len() as u32;
+            return Err(Refusal::QueueFull { retry_after });
+        }
+
+        let (grant, receiver) = oneshot::channel();
+        let waiter = Waiter {
+            deadline,
+            enqueued: now,
+            grant,
+        };
+        queues.by_priority[priority as usize].push_back(waiter);
+        self.publish_depth(&queues);
+        drop(queues);
+        self.work.notify_one();
+        Ok(receiver)
+    }
+
+    /// Stops all calls on this egress until `until`; queued calls are refused.
+    pub fn block_until(&self, until: Instant) {
+        let mut queues = self.queues.lock().expect("pacer lock");
+        let now = Instant::now();
+        queues.blocked_until = Some(queues.blocked_until.map_or(until, |at| at.max(until)));
+        queues.refuse_all(Refusal::Blocked {
+            retry_after: until.saturating_duration_since(now),
+        });
+        self.publish_depth(&queues);
+        self.metrics
+            .egress_blocked
+            .with_label_values(&[&self.egress])
+            .set(1.0);
+    }
+
+    /// When the current block ends, if the egress is blocked.
+    pub fn blocked_until(&self) -> Option<Instant> {
+        let queues = self.queues.lock().expect("pacer lock");
+        queues.blocked_until.filter(|until| *until > Instant::now())
+    }
+
+    /// Refuses every queued call and every later one; granted slots are unaffected.
+    pub fn close(&self) {
+        let mut queues = self.queues.lock().expect("pacer lock");
+        queues.closed = true;
+        queues.refuse_all(Refusal::ShuttingDown);
+        self.publish_depth(&queues);
+        drop(queues);
+        self.work.notify_one();
+    }
+
+    /// Calls waiting, all priorities.
+    pub fn queued(&self) -> usize {
+        let mut queues = self.queues.lock().expect("pacer lock");
+        queues.prune();
+        queues.len()
+    }
+
+    async fn dispatch(self: Arc<Self>) {
+        loop {
+            let Some(wait) = self.next_wait() else { return };
+            match wait {
+                Wait::ForWork => self.work.notified().await,
+                Wait::Until(at) => tokio::time::sleep_until(at).await,
+                Wait::Granted => {}
+            }
+        }
+    }
+
+    /// One dispatcher step: grant a slot if it can, else say what to wait for.
+    fn next_wait(&self) -> Option<Wait> {
+        let now = Instant::now();
+        let mut queues = self.queues.lock().expect("pacer lock");
+        if queues.closed {
+            return None;
+        }
+        if let Some(until) = queues.blocked_until {
+            if until > now {
+                return Some(Wait::Until(until));
+            }
+            queues.blocked_until = None;
+            self.metrics
+                .egress_blocked
+                .with_label_values(&[&self.egress])
+                .set(0.0);
+        }
+        self.refuse_expired(&mut queues, now);
+        queues.prune();
+        if queues.len() == 0 {
+            self.publish_depth(&queues);
+            return Some(Wait::ForWork);
+        }
+
+        if let Err(not_until) = self.limiter.check() {
+            let at = self.clock.start + not_until.earliest_possible();
+            queues.next_free = Some(at);
+            return Some(Wait::Until(at));
+        }
+        queues.next_free = Some(now + self.plan.period);
+        self.grant_one(&mut queues, now);
+        self.publish_depth(&queues);
+        Some(Wait::Granted)
+    }
+
+    /// Hands the slot to the first live waiter; a slot nobody takes is lost,
+    /// which only ever errs on the safe side.
+    fn grant_one(&self, queues: &mut Queues, now: Instant) {
+        while let Some(waiter) = queues.pop_next() {
+            let waited = now - waiter.enqueued;
+            if waiter.grant.send(Ok(Slot { waited })).is_ok() {
+                return;
+            }
+        }
+    }
+
+    fn refuse_expired(&self, queues: &mut Queues, now: Instant) {
+        let ahead = queues.len() as u32;
+        for queue in &mut queues.by_priority {
+            let (expired, kept): (VecDeque<_>, VecDeque<_>) =
+                queue.drain(..).partition(|waiter| waiter.deadline < now);
+            *queue = kept;
+            for waiter in expired {
+                let retry_after = self.plan.period * ahead.max(1);
+                self.metrics.refusals.with_label_values(&["deadline"]).inc();
+                let _ = waiter
+                    .grant
+                    .send(Err(Refusal::DeadlineUnreachable { retry_after }));
+            }
+        }
+    }
+
+    fn publish_depth(&self, queues: &Queues) {
+        for priority in Priority::ALL {
+            let depth = queues.by_priority[priority as usize].len() as f64;
+            self.metrics
+                .queue_depth
+                .with_label_values(&[&self.egress, priority.as_str()])
+                .set(depth);
+        }
+    }
+}
+
+enum Wait {
+    ForWork,
+    Until(Instant),
+    Granted,
+}
+
+#[cfg(test)]
+mod tests;
