@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+use crate::clock::rupiah;
 use crate::config::{AccountSeed, SimConfig};
 
 /// Flags of `otpgate sim`. Durations are in seconds unless the flag says otherwise.
@@ -98,7 +99,7 @@ pub async fn run(args: SimArgs) -> std::io::Result<()> {
         sim.base_url()
     );
     for (key, balance) in &keys {
-        println!("  account  x-apikey: {key}  balance: Rp{balance}");
+        println!("  account  x-apikey: {key}  balance: {}", rupiah(*balance));
     }
     let first_key = keys.first().map_or("demo-key-1", |k| k.0.as_str());
     println!(

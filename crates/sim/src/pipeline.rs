@@ -106,7 +106,8 @@ fn apply(shared: &Shared, call: &ApiCall) -> SimResponse {
         api::handle(&mut world, call, now)
     };
     if let Err(refusal) = &result {
-        tracing::debug!(route = %call.route, status = refusal.status().as_u16(), %refusal, "refused");
+        let status = refusal.status().as_u16();
+        tracing::debug!(route = %call.route, status, %refusal, "refused");
     }
     respond::api_result(result)
 }

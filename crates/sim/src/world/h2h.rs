@@ -61,7 +61,8 @@ impl World {
             serial: String::new(),
         };
         self.created.transactions += 1;
-        tracing::debug!(transaksi_id = %transaction.id, price = product.price, "transaction created");
+        let price = product.price;
+        tracing::debug!(transaksi_id = %transaction.id, price, "transaction created");
         let view = json!({
             "id": transaction.id,
             "status": "processing",
@@ -136,6 +137,7 @@ impl World {
     fn transaction_view(&self, transaction: &Transaction) -> Value {
         let product = &transaction.product;
         let finished_ms = transaction.finished.map(|at| self.clock.wall_ms(at));
+        let provider_time = finished_ms.unwrap_or(self.clock.wall_ms(transaction.created));
         let (status, provider_status) = match transaction.state {
             TransactionState::Processing => ("processing", "pending"),
             TransactionState::Success => ("success", "sukses"),
@@ -162,7 +164,7 @@ impl World {
                 "product": product.note,
                 "code": product.code,
                 "tujuan": transaction.target,
-                "time": jakarta_hhmm(finished_ms.unwrap_or(self.clock.wall_ms(transaction.created))),
+                "time": jakarta_hhmm(provider_time),
                 "status": provider_status,
                 "sn": transaction.serial,
             },
