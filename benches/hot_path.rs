@@ -61,14 +61,21 @@ fn cache_hit(c: &mut Criterion) {
             .unwrap();
         let response = http.request(request).await.unwrap();
         assert_eq!(response.status(), 200);
-        response.into_body().collect().await.unwrap().to_bytes().len()
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .len()
     };
     runtime.block_on(fetch(http.clone(), url.clone()));
 
     let mut group = c.benchmark_group("gateway");
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("catalog_cache_hit_over_loopback", |b| {
-        b.to_async(&runtime).iter(|| fetch(http.clone(), url.clone()))
+        b.to_async(&runtime)
+            .iter(|| fetch(http.clone(), url.clone()))
     });
     group.finish();
 }

@@ -392,6 +392,49 @@ mod tests {
         assert!(err.contains("worst case"), "{err}");
     }
 
+    /// Loads `text` as a config file written to a temporary path.
+    fn load_file(text: &str) -> Result<Config, ConfigError> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("otpgate-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let loaded = Config::load(Some(path.to_str().unwrap()), &Overrides::default());
+        let _ = std::fs::remove_file(&path);
+        loaded
+    }
+
+    #[test]
+    fn a_file_overrides_only_the_keys_it_names() {
+        let config = load_file("[pacing]\nlimit = 10\n").unwrap();
+        assert_eq!(config.pacing.limit, 10);
+        assert_eq!(config.queue.max_len, Config::defaults().queue.max_len);
+    }
+
+    #[test]
+    fn an_unknown_key_fails_naming_it() {
+        let err = load_file("[cache]\ncatalog_ttl = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("catalog_ttl"), "{err}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_fails_naming_its_key() {
+        let err = load_file("[queue]\nmax_len = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_len"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_deadline_fails_naming_its_key() {
+        let err = load_file("[queue]\ndefault_deadline_seconds = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue.default_deadline_seconds"), "{err}");
+    }
+
     #[test]
     fn a_bad_upstream_url_names_its_key() {
         let mut config = Config::defaults();

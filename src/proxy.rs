@@ -45,6 +45,8 @@ struct Record {
     route: &'static Route,
     cache: Option<CacheResult>,
     key: Option<ApiKey>,
+    /// Queue wait and upstream status, when this request caused an upstream call.
+    upstream: Option<(Duration, StatusCode)>,
 }
 
 impl Gateway {
@@ -90,6 +92,7 @@ impl Gateway {
             route: &routes::UNKNOWN,
             cache: None,
             key: None,
+            upstream: None,
         };
 
         let served = self.serve(request, &mut record).await;
@@ -144,7 +147,10 @@ impl Gateway {
                 self.serve_per_key(route, call, &key, deadline, record)
                     .await
             }
-            RouteClass::Mutating => self.serve_mutating(route, call, key, deadline).await,
+            RouteClass::Mutating => {
+                self.serve_mutating(route, call, key, deadline, record)
+                    .await
+            }
             RouteClass::Lookup | RouteClass::Unknown => {
                 let meta = CallMeta {
                     route,
@@ -156,6 +162,7 @@ impl Gateway {
                     .call(call, meta, std::future::pending())
                     .await?;
                 self.learn(key.as_ref(), &answer).await;
+                record.upstream = Some((answer.queue_wait, answer.status));
                 Ok(answer_response(&answer, None))
             }
         }
@@ -186,7 +193,7 @@ impl Gateway {
             .cache
             .get_or_fetch(cache_key, policy, call, meta)
             .await?;
-        self.note_lookup(route, result, record);
+        self.note_lookup(route, result, &stored.answer, record);
         Ok(answer_response(&stored.answer, Some((result, &stored))))
     }
 
@@ -200,7 +207,7 @@ impl Gateway {
         record: &mut Record,
     ) -> Served {
         let (stored, result) = self.fetch_per_key(route, call, key, deadline).await?;
-        self.note_lookup(route, result, record);
+        self.note_lookup(route, result, &stored.answer, record);
         Ok(answer_response(&stored.answer, Some((result, &stored))))
     }
 
@@ -235,6 +242,7 @@ impl Gateway {
         call: OutboundCall,
         key: Option<ApiKey>,
         deadline: Instant,
+        record: &mut Record,
     ) -> Served {
         let query = call.query.clone();
         let meta = CallMeta {
@@ -246,6 +254,7 @@ impl Gateway {
             .upstream
             .call(call, meta, std::future::pending())
             .await?;
+        record.upstream = Some((answer.queue_wait, answer.status));
         self.learn(key.as_ref(), &answer).await;
         if let Some(key) = key.as_ref().filter(|_| answer.is_success()) {
             self.invalidate_after(route, key, query.as_deref()).await;
@@ -380,8 +389,17 @@ impl Gateway {
         }
     }
 
-    fn note_lookup(&self, route: &Route, result: CacheResult, record: &mut Record) {
+    fn note_lookup(
+        &self,
+        route: &Route,
+        result: CacheResult,
+        answer: &Answer,
+        record: &mut Record,
+    ) {
         record.cache = Some(result);
+        if result == CacheResult::Miss {
+            record.upstream = Some((answer.queue_wait, answer.status));
+        }
         self.metrics
             .cache_lookups
             .with_label_values(&[route.template, result.as_str()])
@@ -413,6 +431,8 @@ impl Gateway {
             class,
             status = status.as_u16(),
             cache = record.cache.map(CacheResult::as_str),
+            queue_wait_ms = record.upstream.map(|(wait, _)| wait.as_millis() as u64),
+            upstream_status = record.upstream.map(|(_, status)| status.as_u16()),
             key.fp = record.key.as_ref().map(|k| k.fingerprint().to_string()),
             error,
             duration_ms = elapsed.as_secs_f64() * 1000.0,

@@ -46,6 +46,8 @@ pub struct Answer {
     pub content_type: Option<HeaderValue>,
     /// The body, identity-encoded.
     pub body: Bytes,
+    /// Time the call waited for its upstream slot.
+    pub queue_wait: Duration,
 }
 
 impl Answer {
@@ -169,6 +171,7 @@ impl UpstreamClient {
             status: parts.status,
             content_type,
             body,
+            queue_wait: Duration::ZERO,
         })
     }
 

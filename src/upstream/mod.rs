@@ -105,7 +105,12 @@ impl Upstream {
                 .observe(slot.waited.as_secs_f64());
 
             match self.send_detached(call.clone(), meta).await {
-                Ok(answer) => return Ok(answer),
+                Ok(answer) => {
+                    return Ok(Answer {
+                        queue_wait: slot.waited,
+                        ..answer
+                    });
+                }
                 Err(error) if error.is_resendable_read() && !money => last_error = Some(error),
                 Err(error) => return Err(classify_failure(error, money)),
             }
