@@ -45,9 +45,10 @@ fn cache_hit(c: &mut Criterion) {
         let mut config = otpgate::Config::defaults();
         config.upstream.base_url = sim.base_url();
         config.log.filter = "error".into();
+        config.store.path = ":memory:".into();
         let client = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let gateway = otpgate::spawn(config, client, admin);
+        let gateway = otpgate::spawn(config, client, admin).unwrap();
         let url = format!("http://{}/api/v2/services", gateway.addr);
         std::mem::forget((sim, gateway));
         url

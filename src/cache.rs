@@ -7,8 +7,7 @@
 //! Only `200` answers with `"success": true` are stored. Freshness is judged
 //! here with tokio's clock; moka only bounds memory and drops long-stale entries.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use moka::Expiry;
@@ -16,6 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::ProxyError;
+use crate::flight::{self, Flight, Flights, Role};
 use crate::routes::Route;
 use crate::upstream::{Answer, CallMeta, OutboundCall, Upstream};
 
@@ -112,10 +112,6 @@ pub struct Policy {
 
 type Outcome = Result<Arc<Stored>, Arc<ProxyError>>;
 
-struct Fill {
-    done: watch::Sender<Option<Outcome>>,
-}
-
 struct StoredExpiry {
     max_stale: Duration,
 }
@@ -134,7 +130,7 @@ impl Expiry<CacheKey, Arc<Stored>> for StoredExpiry {
 /// Answers by cache key, with one fill at a time per key.
 pub struct ResponseCache {
     entries: moka::future::Cache<CacheKey, Arc<Stored>>,
-    fills: Mutex<HashMap<CacheKey, Arc<Fill>>>,
+    fills: Flights<CacheKey, Outcome, ()>,
     upstream: Arc<Upstream>,
 }
 
@@ -147,7 +143,7 @@ impl ResponseCache {
             .build();
         Arc::new(Self {
             entries,
-            fills: Mutex::new(HashMap::new()),
+            fills: Flights::default(),
             upstream,
         })
     }
@@ -179,11 +175,9 @@ impl ResponseCache {
             return Ok((Arc::clone(stored), CacheResult::Stale));
         }
 
-        let mut done = self.join_or_start(key, policy, call, meta, true);
-        let outcome = done
-            .wait_for(Option::is_some)
+        let done = self.join_or_start(key, policy, call, meta, true);
+        let outcome = flight::wait(done)
             .await
-            .map(|outcome| outcome.clone().expect("waited for Some"))
             .unwrap_or(Err(Arc::new(ProxyError::Internal)));
         match (outcome, cached) {
             (Ok(stored), _) => Ok((stored, CacheResult::Miss)),
@@ -201,7 +195,7 @@ impl ResponseCache {
     /// Forgets `key` and detaches any fill under way, so that the next
     /// lookup fetches anew and an older fill cannot store its answer.
     pub async fn invalidate(&self, key: &CacheKey) {
-        self.fills.lock().expect("fills lock").remove(key);
+        self.fills.detach(key);
         self.entries.invalidate(key).await;
     }
 
@@ -213,78 +207,32 @@ impl ResponseCache {
         meta: CallMeta,
         abandonable: bool,
     ) -> watch::Receiver<Option<Outcome>> {
-        let mut fills = self.fills.lock().expect("fills lock");
-        if let Some(fill) = fills.get(&key) {
-            return fill.done.subscribe();
-        }
-        let (done, receiver) = watch::channel(None);
-        let fill = Arc::new(Fill { done });
-        fills.insert(key.clone(), Arc::clone(&fill));
-        drop(fills);
-
+        let (fill, receiver) = match self.fills.join_or_lead(&key, (), |_| true) {
+            Role::Join(_, receiver) => return receiver,
+            Role::Lead(fill, receiver) => (fill, receiver),
+        };
         let cache = Arc::clone(self);
         tokio::spawn(async move {
-            cache
-                .run_fill(key, fill, policy, call, meta, abandonable)
-                .await
+            let unwatched = async {
+                if abandonable {
+                    cache.fills.until_unwatched(&key, &fill).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let outcome = match cache.upstream.call(call, meta, unwatched).await {
+                Ok(answer) => Ok(cache.store(&key, &fill, answer, policy).await),
+                Err(error) => Err(Arc::new(error)),
+            };
+            cache.fills.finish(&key, &fill, outcome);
         });
         receiver
-    }
-
-    async fn run_fill(
-        self: Arc<Self>,
-        key: CacheKey,
-        fill: Arc<Fill>,
-        policy: Policy,
-        call: OutboundCall,
-        meta: CallMeta,
-        abandonable: bool,
-    ) {
-        let unwatched = async {
-            if abandonable {
-                self.until_unwatched(&key, &fill).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        let outcome = match self.upstream.call(call, meta, unwatched).await {
-            Ok(answer) => Ok(self.store(&key, &fill, answer, policy).await),
-            Err(error) => Err(Arc::new(error)),
-        };
-
-        let mut fills = self.fills.lock().expect("fills lock");
-        if fills
-            .get(&key)
-            .is_some_and(|current| Arc::ptr_eq(current, &fill))
-        {
-            fills.remove(&key);
-        }
-        drop(fills);
-        fill.done.send_replace(Some(outcome));
-    }
-
-    /// Resolves once nobody waits on `fill`, having removed it under the lock
-    /// so that no new asker can join a withdrawn fill.
-    async fn until_unwatched(&self, key: &CacheKey, fill: &Arc<Fill>) {
-        loop {
-            fill.done.closed().await;
-            let mut fills = self.fills.lock().expect("fills lock");
-            if fill.done.receiver_count() == 0 {
-                if fills
-                    .get(key)
-                    .is_some_and(|current| Arc::ptr_eq(current, fill))
-                {
-                    fills.remove(key);
-                }
-                return;
-            }
-        }
     }
 
     async fn store(
         &self,
         key: &CacheKey,
-        fill: &Arc<Fill>,
+        fill: &Arc<Flight<Outcome, ()>>,
         answer: Answer,
         policy: Policy,
     ) -> Arc<Stored> {
@@ -299,13 +247,7 @@ impl ResponseCache {
             fetched_at: Instant::now(),
             fresh_for,
         });
-        let current = self
-            .fills
-            .lock()
-            .expect("fills lock")
-            .get(key)
-            .is_some_and(|current| Arc::ptr_eq(current, fill));
-        if storable && current {
+        if storable && self.fills.is_current(key, fill) {
             self.entries.insert(key.clone(), Arc::clone(&stored)).await;
         }
         stored

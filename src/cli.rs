@@ -87,7 +87,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "otpgate serving"
     );
 
-    let gateway = crate::proxy::Gateway::new(config, std::sync::Arc::new(Default::default()));
+    let store_path = config.store.path.clone();
+    let gateway = crate::proxy::Gateway::new(config, std::sync::Arc::new(Default::default()))
+        .with_context(|| format!("cannot open the store at {store_path:?} (store.path)"))?;
     server::serve(gateway, client, admin, shutdown_signal()).await;
     Ok(())
 }

@@ -47,8 +47,32 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Remembering which client keys the upstream accepts.
     pub auth: AuthConfig,
+    /// Durable records.
+    pub store: StoreConfig,
+    /// At-most-once guards for calls that move money.
+    pub safety: SafetyConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// `[store]`: where durable records live.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// SQLite file path, or `:memory:`.
+    pub path: String,
+}
+
+/// `[safety]`: idempotency keys, joining identical calls, lost answers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyConfig {
+    /// Replay time of an idempotency record.
+    pub idempotency_ttl_seconds: f64,
+    /// Joining window for identical calls; 0 disables.
+    pub join_window_seconds: f64,
+    /// Hold on identical calls after a lost answer.
+    pub unknown_outcome_hold_seconds: f64,
 }
 
 /// `[server]`: listeners and client-side limits.

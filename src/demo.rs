@@ -58,7 +58,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         upstream: Some(sim.base_url()),
         ..overrides
     };
-    let config = Config::load(None, &overrides)?;
+    let mut config = Config::load(None, &overrides)?;
+    config.store.path = ":memory:".into();
     let mut log = config.log.clone();
     log.filter = "warn".into();
     telemetry::init(&log);
@@ -66,7 +67,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let client = bind(args.listen, "--listen").await?;
     let admin = bind(args.admin_listen, "--admin-listen").await?;
     let plan = config.pacing_plan()?;
-    let gateway = crate::spawn(config, client, admin);
+    let gateway = crate::spawn(config, client, admin)?;
     let base = format!("http://{}/api", gateway.addr);
     println!("otpgate demo");
     println!("  simulator (the upstream): {}", sim.base_url());

@@ -47,9 +47,38 @@ pub enum ProxyError {
     /// The upstream failed; how depends on what failed.
     #[error("upstream failure")]
     Upstream(#[source] UpstreamError),
-    /// A call that may move money was sent, and its answer was lost.
+    /// A call that may move money was sent, and its answer was lost (or, for
+    /// a replayed idempotency key, was lost the first time).
     #[error("outcome unknown")]
-    OutcomeUnknown(#[source] UpstreamError),
+    OutcomeUnknown {
+        /// What failed, when this request saw it happen.
+        #[source]
+        source: Option<UpstreamError>,
+    },
+    /// An identical earlier call lost its answer and may have been carried out.
+    #[error("an identical call's outcome is unknown")]
+    PreviousOutcomeUnknown {
+        /// How long ago the earlier call was sent.
+        ago: Duration,
+        /// The key's balance before it, if known.
+        balance_before: Option<i64>,
+        /// The key's balance now, if it could be read.
+        balance_now: Option<i64>,
+        /// How much longer identical calls are held.
+        hold_left: Duration,
+    },
+    /// The `Idempotency-Key` was first used with a different call.
+    #[error("idempotency key reused for another call")]
+    IdempotencyConflict,
+    /// The `Idempotency-Key` header is empty, too long or not visible ASCII.
+    #[error("bad idempotency key")]
+    BadIdempotencyKey,
+    /// The durable store failed, so a call that moves money is not risked.
+    #[error("store unavailable")]
+    StoreUnavailable,
+    /// Everyone waiting for a call went away before it was sent.
+    #[error("abandoned before sending")]
+    Abandoned,
     /// The gateway is shutting down and takes no new calls.
     #[error("shutting down")]
     ShuttingDown,
@@ -63,7 +92,13 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::MissingKey | ProxyError::RejectedKey { .. } => StatusCode::UNAUTHORIZED,
-            ProxyError::BadPath(_) | ProxyError::BadBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadPath(_) | ProxyError::BadBody(_) | ProxyError::BadIdempotencyKey => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
+            ProxyError::PreviousOutcomeUnknown { .. } => StatusCode::CONFLICT,
+            ProxyError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Abandoned => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -73,7 +108,7 @@ impl ProxyError {
             ProxyError::Refused(_) | ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Blocked { .. }) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upstream(_) | ProxyError::OutcomeUnknown(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream(_) | ProxyError::OutcomeUnknown { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,7 +129,12 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Blocked { .. }) => "upstream_blocked",
             ProxyError::Upstream(UpstreamError::HtmlPage { .. }) => "upstream_html",
             ProxyError::Upstream(_) => "upstream_failed",
-            ProxyError::OutcomeUnknown(_) => "outcome_unknown",
+            ProxyError::OutcomeUnknown { .. } => "outcome_unknown",
+            ProxyError::PreviousOutcomeUnknown { .. } => "previous_outcome_unknown",
+            ProxyError::IdempotencyConflict => "idempotency_key_reused",
+            ProxyError::BadIdempotencyKey => "bad_idempotency_key",
+            ProxyError::StoreUnavailable => "store_unavailable",
+            ProxyError::Abandoned => "abandoned",
             ProxyError::ShuttingDown => "shutting_down",
             ProxyError::Internal => "internal",
         }
@@ -125,11 +165,41 @@ impl ProxyError {
             ProxyError::BadBody(_) => "The request body could not be read".into(),
             ProxyError::Refused(refusal) => refusal_message(refusal),
             ProxyError::Upstream(e) => upstream_message(e),
-            ProxyError::OutcomeUnknown(_) => "Outcome unknown: the call reached RumahOTP but \
+            ProxyError::OutcomeUnknown { .. } => "Outcome unknown: the call reached RumahOTP but \
                  its answer was lost, so it may or may not have been carried out. Do not \
                  repeat it blindly: check the order/deposit/transaction status or your \
                  balance first"
                 .into(),
+            ProxyError::PreviousOutcomeUnknown {
+                ago,
+                balance_before,
+                balance_now,
+                ..
+            } => {
+                let evidence = match (balance_before, balance_now) {
+                    (Some(before), Some(now)) => {
+                        format!("; your balance was {before} before it and is {now} now")
+                    }
+                    _ => String::new(),
+                };
+                format!(
+                    "An identical call {} s ago reached RumahOTP but its answer was lost, so it \
+                     may have been carried out{evidence}. Check your orders or balance before \
+                     trying again; if this is a different purchase, send it with a new \
+                     Idempotency-Key header",
+                    ago.as_secs()
+                )
+            }
+            ProxyError::IdempotencyConflict => "This Idempotency-Key was already used for a \
+                 different call; use a new key for a new purchase"
+                .into(),
+            ProxyError::BadIdempotencyKey => "Idempotency-Key must be 1 to 255 visible ASCII \
+                 characters"
+                .into(),
+            ProxyError::StoreUnavailable => "The gateway cannot record this purchase right now, \
+                 so it was not sent; try again shortly"
+                .into(),
+            ProxyError::Abandoned => "The request was abandoned before it was sent".into(),
             ProxyError::ShuttingDown => {
                 "The gateway is restarting; nothing was sent. Try again in a few seconds".into()
             }
@@ -151,6 +221,7 @@ impl ProxyError {
                 Some(Duration::from_secs(5))
             }
             ProxyError::Upstream(UpstreamError::Blocked { retry_after, .. }) => Some(*retry_after),
+            ProxyError::PreviousOutcomeUnknown { hold_left, .. } => Some(*hold_left),
             _ => None,
         }
     }

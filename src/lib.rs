@@ -12,10 +12,13 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod flight;
 pub mod metrics;
+pub mod once;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod upstream;
 

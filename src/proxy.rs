@@ -19,7 +19,9 @@ use crate::cache::{CacheKey, CacheResult, Policy, ResponseCache, Scope, Stored};
 use crate::config::{Config, secs};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::once::{AfterSuccess, Delivery, MutatingCall, Once, OnceSettings};
 use crate::routes::{self, Freshness, Route, RouteClass};
+use crate::store::{Store, StoreError};
 use crate::upstream::pacer::Priority;
 use crate::upstream::{Answer, CallMeta, OutboundCall, Upstream};
 
@@ -35,6 +37,8 @@ pub struct Gateway {
     pub cache: Arc<ResponseCache>,
     /// What the upstream said about client keys.
     pub verdicts: Arc<KeyVerdicts>,
+    /// At-most-once guards for calls that move money.
+    pub once: Arc<Once>,
     shutting_down: AtomicBool,
 }
 
@@ -51,8 +55,10 @@ struct Record {
 
 impl Gateway {
     /// Assembles the gateway from a validated config; starts the pacer.
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, StoreError> {
         let plan = config.pacing_plan().expect("config was validated");
+        let store = Store::open(&config.store.path)?;
+        tokio::spawn(prune_periodically(Arc::clone(&store)));
         let upstream = Upstream::new(&config, plan, Arc::clone(&metrics));
         let cache = ResponseCache::new(
             config.cache.max_entries,
@@ -63,14 +69,22 @@ impl Gateway {
             secs(config.auth.verified_key_ttl_seconds),
             secs(config.auth.rejected_key_ttl_seconds),
         );
-        Arc::new(Self {
+        let safety = &config.safety;
+        let settings = OnceSettings {
+            idempotency_ttl: secs(safety.idempotency_ttl_seconds),
+            join_window: secs(safety.join_window_seconds),
+            unknown_hold: secs(safety.unknown_outcome_hold_seconds),
+        };
+        let once = Once::new(store, Arc::clone(&upstream), settings);
+        Ok(Arc::new(Self {
             config: Arc::new(config),
             metrics,
             upstream,
             cache,
             verdicts,
+            once,
             shutting_down: AtomicBool::new(false),
-        })
+        }))
     }
 
     /// Refuses new requests and every queued call; calls already sent finish.
@@ -139,6 +153,7 @@ impl Gateway {
         }
 
         let deadline = self.deadline(request.headers());
+        let idempotency_key = idempotency_key(request.headers())?;
         let call = self.outbound(request, path, key.as_ref()).await?;
         match route.class {
             RouteClass::Catalog => self.serve_catalog(route, call, key, deadline, record).await,
@@ -148,7 +163,7 @@ impl Gateway {
                     .await
             }
             RouteClass::Mutating => {
-                self.serve_mutating(route, call, key, deadline, record)
+                self.serve_mutating(route, call, key, idempotency_key, deadline, record)
                     .await
             }
             RouteClass::Lookup | RouteClass::Unknown => {
@@ -232,34 +247,62 @@ impl Gateway {
         if fetched.1 == CacheResult::Miss {
             self.learn(Some(key), &fetched.0.answer).await;
         }
+        if route.class == RouteClass::AccountRead {
+            self.once.note_balance(&fingerprint, &fetched.0.answer);
+        }
         Ok(fetched)
     }
 
-    /// Buying, cancelling, depositing: sent once, never cached or coalesced.
+    /// Buying, cancelling, depositing: sent at most once (see `once`), never
+    /// cached; a success makes the id's status and the key's balance stale.
     async fn serve_mutating(
         self: &Arc<Self>,
         route: &'static Route,
         call: OutboundCall,
         key: Option<ApiKey>,
+        idempotency_key: Option<String>,
         deadline: Instant,
         record: &mut Record,
     ) -> Served {
+        let key = key.expect("mutating routes are keyed");
         let query = call.query.clone();
-        let meta = CallMeta {
-            route,
-            priority: Priority::Mutating,
-            deadline,
+        let gateway = Arc::clone(self);
+        let owner = key.clone();
+        let after: AfterSuccess = Box::new(move |_answer| {
+            Box::pin(async move {
+                gateway
+                    .invalidate_after(route, &owner, query.as_deref())
+                    .await;
+            })
+        });
+        let mutating = MutatingCall {
+            client: key.fingerprint().to_hex(),
+            idempotency_key,
+            call,
+            meta: CallMeta {
+                route,
+                priority: Priority::Mutating,
+                deadline,
+            },
         };
-        let answer = self
-            .upstream
-            .call(call, meta, std::future::pending())
-            .await?;
-        record.upstream = Some((answer.queue_wait, answer.status));
-        self.learn(key.as_ref(), &answer).await;
-        if let Some(key) = key.as_ref().filter(|_| answer.is_success()) {
-            self.invalidate_after(route, key, query.as_deref()).await;
+
+        let (answer, delivery) = self.once.run(mutating, after).await?;
+        if delivery == Delivery::Sent {
+            record.upstream = Some((answer.queue_wait, answer.status));
+            self.learn(Some(&key), &answer).await;
         }
-        Ok(answer_response(&answer, None))
+        let mut response = answer_response(&answer, None);
+        let marker = match delivery {
+            Delivery::Sent => None,
+            Delivery::Replayed => Some("idempotent-replayed"),
+            Delivery::Joined => Some("x-otpgate-joined"),
+        };
+        if let Some(name) = marker {
+            response
+                .headers_mut()
+                .insert(name, HeaderValue::from_static("true"));
+        }
+        Ok(response)
     }
 
     /// Checks an unknown key once with a balance call before it may read the
@@ -438,6 +481,34 @@ impl Gateway {
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             "request"
         );
+    }
+}
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ProxyError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ProxyError::BadIdempotencyKey)?
+        .trim();
+    let visible = key.bytes().all(|b| b.is_ascii_graphic());
+    if key.is_empty() || key.len() > 255 || !visible {
+        return Err(ProxyError::BadIdempotencyKey);
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// Deletes expired durable records every ten minutes.
+async fn prune_periodically(store: Arc<Store>) {
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        match store.prune().await {
+            Ok(pruned) => tracing::debug!(pruned, "expired durable records deleted"),
+            Err(error) => tracing::warn!(%error, "could not prune durable records"),
+        }
     }
 }
 

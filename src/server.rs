@@ -26,6 +26,7 @@ use crate::admin;
 use crate::config::{Config, secs};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
+use crate::store::StoreError;
 
 /// A gateway running in the background, for tests, the demo and embedding.
 pub struct GatewayHandle {
@@ -61,23 +62,28 @@ impl GatewayHandle {
     }
 }
 
-/// Starts the gateway on already-bound listeners and returns at once.
-pub fn spawn(config: Config, client: TcpListener, admin: TcpListener) -> GatewayHandle {
+/// Starts the gateway on already-bound listeners and returns at once; fails
+/// only if the durable store cannot be opened.
+pub fn spawn(
+    config: Config,
+    client: TcpListener,
+    admin: TcpListener,
+) -> Result<GatewayHandle, StoreError> {
     let metrics = Arc::new(Metrics::new());
-    let gateway = Gateway::new(config, metrics);
+    let gateway = Gateway::new(config, metrics)?;
     let addr = client.local_addr().expect("bound listener");
     let admin_addr = admin.local_addr().expect("bound listener");
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(Arc::clone(&gateway), client, admin, async move {
         let _ = stopped.await;
     }));
-    GatewayHandle {
+    Ok(GatewayHandle {
         addr,
         admin_addr,
         gateway,
         stop: Some(stop),
         task,
-    }
+    })
 }
 
 /// Serves clients and the admin endpoints until `shutdown` resolves, then

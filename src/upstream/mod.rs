@@ -96,7 +96,7 @@ impl Upstream {
         for _ in 0..attempts {
             let slot = tokio::select! {
                 slot = self.egress.pacer.acquire(meta.priority, meta.deadline) => slot,
-                () = &mut give_up => return Err(ProxyError::ShuttingDown),
+                () = &mut give_up => return Err(ProxyError::Abandoned),
             };
             let slot = slot.map_err(ProxyError::Refused)?;
             self.metrics
@@ -196,7 +196,9 @@ fn money_lost(result: &Result<Answer, UpstreamError>, meta: CallMeta) -> bool {
 fn classify_failure(error: UpstreamError, money: bool) -> ProxyError {
     match error {
         UpstreamError::Lost(_) | UpstreamError::Timeout | UpstreamError::BadBody(_) if money => {
-            ProxyError::OutcomeUnknown(error)
+            ProxyError::OutcomeUnknown {
+                source: Some(error),
+            }
         }
         other => ProxyError::Upstream(other),
     }

@@ -42,6 +42,7 @@ pub fn gateway_config(upstream: &str) -> Config {
     config.server.shutdown_grace_seconds = 5.0;
     config.upstream.response_timeout_seconds = 5.0;
     config.log.filter = "warn".into();
+    config.store.path = ":memory:".into();
     config.validate().expect("test config is valid");
     config
 }
@@ -83,7 +84,7 @@ pub async fn start_with(
     let mut config = gateway_config(&sim.base_url());
     tune_gateway(&mut config);
     config.validate().expect("tuned test config is valid");
-    let gateway = otpgate::spawn(config, loopback().await, loopback().await);
+    let gateway = otpgate::spawn(config, loopback().await, loopback().await).expect("gateway");
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()

@@ -1,0 +1,425 @@
+//! At most once, for calls that move money.
+//!
+//! Three guards sit in front of every buy, cancel and deposit:
+//! - an `Idempotency-Key` is claimed durably before the call is queued; the
+//!   same key with the same call replays the first outcome (even after a
+//!   restart), with another call it is refused;
+//! - without a key, an identical call from the same client while the first is
+//!   still queued or in flight is joined to it, not sent again;
+//! - after a lost answer, identical calls (without a key) are held until a
+//!   balance read shows the first was not carried out.
+//!
+//! Once its slot is granted, a call runs to its end in a task of its own and
+//! its outcome is recorded, whoever is still listening.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Method, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::error::ProxyError;
+use crate::flight::{self, Flights, Role};
+use crate::routes;
+use crate::store::{Claim, IdemState, Store, StoredAnswer, UnknownOutcome, now_ms};
+use crate::upstream::pacer::Priority;
+use crate::upstream::{Answer, CallMeta, OutboundCall, Upstream};
+
+/// How an answer reached the client, for headers and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// This request's own upstream call.
+    Sent,
+    /// The outcome stored for its `Idempotency-Key`.
+    Replayed,
+    /// The outcome of an identical call under way when it arrived.
+    Joined,
+}
+
+/// What guards a call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Guard {
+    /// The client's `Idempotency-Key`.
+    Explicit { client: String, key: String },
+    /// The call itself.
+    Identical { client: String, hash: String },
+}
+
+type Outcome = Result<(Answer, Delivery), Arc<ProxyError>>;
+
+/// When a flight started and for which call.
+struct Tag {
+    hash: String,
+    started: Instant,
+}
+
+/// Settings of the guards, from `[safety]`.
+#[derive(Debug, Clone, Copy)]
+pub struct OnceSettings {
+    /// How long an idempotency record is kept.
+    pub idempotency_ttl: Duration,
+    /// Join identical calls at most this long after the first started; zero disables.
+    pub join_window: Duration,
+    /// How long identical calls are held after a lost answer.
+    pub unknown_hold: Duration,
+}
+
+/// A mutating call and who makes it.
+pub struct MutatingCall {
+    /// The client's identity (key fingerprint).
+    pub client: String,
+    /// The client's `Idempotency-Key`, if any.
+    pub idempotency_key: Option<String>,
+    /// The call.
+    pub call: OutboundCall,
+    /// Its route, priority and deadline.
+    pub meta: CallMeta,
+}
+
+/// Runs after a successful answer, before anyone hears of it (invalidations).
+pub type AfterSuccess = Box<dyn FnOnce(Answer) -> BoxFuture<'static, ()> + Send>;
+
+/// The guards.
+pub struct Once {
+    store: Arc<Store>,
+    upstream: Arc<Upstream>,
+    flights: Flights<Guard, Outcome, Tag>,
+    last_balance: Mutex<std::collections::HashMap<String, i64>>,
+    settings: OnceSettings,
+}
+
+impl Once {
+    /// Guards calls sent through `upstream`, recording in `store`.
+    pub fn new(store: Arc<Store>, upstream: Arc<Upstream>, settings: OnceSettings) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            upstream,
+            flights: Flights::default(),
+            last_balance: Mutex::default(),
+            settings,
+        })
+    }
+
+    /// Remembers a client's balance from any balance answer that passes by,
+    /// as the "before" figure for reconciling a lost answer.
+    pub fn note_balance(&self, client: &str, answer: &Answer) {
+        if let Some(balance) = balance_of(answer) {
+            let mut balances = self.last_balance.lock().expect("balance lock");
+            balances.insert(client.to_owned(), balance);
+        }
+    }
+
+    /// Sends `mutating` at most once under its guard; `after` runs on success.
+    pub async fn run(self: &Arc<Self>, mutating: MutatingCall, after: AfterSuccess) -> Outcome {
+        let hash = request_hash(&mutating.call);
+        let guard = match &mutating.idempotency_key {
+            Some(key) => Guard::Explicit {
+                client: mutating.client.clone(),
+                key: key.clone(),
+            },
+            None => Guard::Identical {
+                client: mutating.client.clone(),
+                hash: hash.clone(),
+            },
+        };
+        let join_window = self.settings.join_window;
+        let explicit = matches!(guard, Guard::Explicit { .. });
+        let tag = Tag {
+            hash: hash.clone(),
+            started: Instant::now(),
+        };
+        let joinable = |tag: &Tag| explicit || tag.started.elapsed() < join_window;
+
+        match self.flights.join_or_lead(&guard, tag, joinable) {
+            Role::Join(flight, receiver) => {
+                if flight.tag.hash != hash {
+                    return Err(Arc::new(ProxyError::IdempotencyConflict));
+                }
+                let outcome = flight::wait(receiver)
+                    .await
+                    .unwrap_or(Err(ProxyError::Internal.into()));
+                outcome.map(|(answer, delivery)| {
+                    let joined = if explicit {
+                        Delivery::Replayed
+                    } else {
+                        Delivery::Joined
+                    };
+                    (
+                        answer,
+                        if delivery == Delivery::Sent {
+                            joined
+                        } else {
+                            delivery
+                        },
+                    )
+                })
+            }
+            Role::Lead(flight, receiver) => {
+                let once = Arc::clone(self);
+                tokio::spawn(async move {
+                    let unwatched = once.flights.until_unwatched(&guard, &flight);
+                    let outcome = once.lead(&guard, &hash, mutating, unwatched, after).await;
+                    once.flights.finish(&guard, &flight, outcome);
+                });
+                flight::wait(receiver)
+                    .await
+                    .unwrap_or(Err(ProxyError::Internal.into()))
+            }
+        }
+    }
+
+    async fn lead(
+        &self,
+        guard: &Guard,
+        hash: &str,
+        mutating: MutatingCall,
+        unwatched: impl std::future::Future<Output = ()>,
+        after: AfterSuccess,
+    ) -> Outcome {
+        if let Guard::Explicit { client, key } = guard
+            && let Some(earlier) = self.claim(client, key, hash).await?
+        {
+            return earlier;
+        }
+        if let Guard::Identical { client, .. } = guard {
+            self.reconcile(client, hash, &mutating).await?;
+        }
+
+        let balance_before = self
+            .last_balance
+            .lock()
+            .expect("balance lock")
+            .get(&mutating.client)
+            .copied();
+        let route = mutating.meta.route.template;
+        let result = self
+            .upstream
+            .call(mutating.call, mutating.meta, unwatched)
+            .await;
+        self.record(guard, hash, route, balance_before, &result)
+            .await;
+        match result {
+            Ok(answer) => {
+                if answer.is_success() {
+                    after(answer.clone()).await;
+                }
+                Ok((answer, Delivery::Sent))
+            }
+            Err(error) => Err(Arc::new(error)),
+        }
+    }
+
+    /// Claims an idempotency key; `Some` is the outcome to give instead of sending.
+    async fn claim(
+        &self,
+        client: &str,
+        key: &str,
+        hash: &str,
+    ) -> Result<Option<Outcome>, Arc<ProxyError>> {
+        let claim = self
+            .store
+            .claim(client, key, hash, self.settings.idempotency_ttl)
+            .await;
+        let record = match claim.map_err(store_failure)? {
+            Claim::Claimed => return Ok(None),
+            Claim::Existing(record) => record,
+        };
+        if record.request_hash != hash {
+            return Ok(Some(Err(Arc::new(ProxyError::IdempotencyConflict))));
+        }
+        let outcome = match record.state {
+            IdemState::Done(stored) => Ok((answer_from(stored), Delivery::Replayed)),
+            IdemState::Unknown | IdemState::Pending => {
+                Err(Arc::new(ProxyError::OutcomeUnknown { source: None }))
+            }
+        };
+        Ok(Some(outcome))
+    }
+
+    /// Lets an identical call through only if no earlier one lost its answer,
+    /// or a fresh balance read shows that one was not carried out.
+    async fn reconcile(
+        &self,
+        client: &str,
+        hash: &str,
+        mutating: &MutatingCall,
+    ) -> Result<(), Arc<ProxyError>> {
+        let Some(lost) = self
+            .store
+            .unknown_outcome(client, hash)
+            .await
+            .map_err(store_failure)?
+        else {
+            return Ok(());
+        };
+        let balance_now = self.read_balance(mutating).await;
+        if let (Some(before), Some(now)) = (lost.balance_before, balance_now)
+            && before == now
+        {
+            tracing::info!(
+                client.fp = &client[..12],
+                "lost answer reconciled: not carried out"
+            );
+            self.store
+                .clear_unknown(client, hash)
+                .await
+                .map_err(store_failure)?;
+            return Ok(());
+        }
+        let ago = Duration::from_millis((now_ms() - lost.at_ms).max(0) as u64);
+        Err(Arc::new(ProxyError::PreviousOutcomeUnknown {
+            ago,
+            balance_before: lost.balance_before,
+            balance_now,
+            hold_left: self.settings.unknown_hold.saturating_sub(ago),
+        }))
+    }
+
+    /// A fresh balance of the caller's key, through the pacer.
+    async fn read_balance(&self, mutating: &MutatingCall) -> Option<i64> {
+        let route = routes::classify("/v1/user/balance").expect("balance is in the table");
+        let call = OutboundCall {
+            method: Method::GET,
+            path: route.template.to_owned(),
+            query: None,
+            api_key: mutating.call.api_key.clone(),
+            accept: None,
+            content_type: None,
+            body: Bytes::new(),
+        };
+        let meta = CallMeta {
+            route,
+            priority: Priority::Mutating,
+            deadline: mutating.meta.deadline,
+        };
+        let answer = self
+            .upstream
+            .call(call, meta, std::future::pending())
+            .await
+            .ok()?;
+        balance_of(&answer)
+    }
+
+    async fn record(
+        &self,
+        guard: &Guard,
+        hash: &str,
+        route: &str,
+        balance_before: Option<i64>,
+        result: &Result<Answer, ProxyError>,
+    ) {
+        let written = match (guard, result) {
+            (Guard::Explicit { client, key }, Ok(answer)) => {
+                self.store
+                    .settle(client, key, Some(stored_from(answer)))
+                    .await
+            }
+            (Guard::Explicit { client, key }, Err(ProxyError::OutcomeUnknown { .. })) => {
+                self.store.settle(client, key, None).await
+            }
+            (Guard::Explicit { client, key }, Err(_)) => self.store.release(client, key).await,
+            (Guard::Identical { client, .. }, Err(ProxyError::OutcomeUnknown { .. })) => {
+                let lost = UnknownOutcome {
+                    route: route.to_owned(),
+                    balance_before,
+                    at_ms: now_ms(),
+                };
+                self.store
+                    .record_unknown(client, hash, lost, self.settings.unknown_hold)
+                    .await
+            }
+            (Guard::Identical { .. }, _) => Ok(()),
+        };
+        if let Err(error) = written {
+            tracing::error!(%error, route, "could not record the outcome of a mutating call");
+        }
+    }
+}
+
+/// Same call, same hash: method, path, the query's pairs in sorted order
+/// (so parameter order does not matter) and the body.
+pub fn request_hash(call: &OutboundCall) -> String {
+    let mut pairs: Vec<(String, String)> =
+        form_urlencoded::parse(call.query.as_deref().unwrap_or("").as_bytes())
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
+    pairs.sort();
+    let mut hasher = Sha256::new();
+    hasher.update(call.method.as_str());
+    hasher.update([0]);
+    hasher.update(&call.path);
+    for (name, value) in pairs {
+        hasher.update([0]);
+        hasher.update(name);
+        hasher.update([1]);
+        hasher.update(value);
+    }
+    hasher.update([0]);
+    hasher.update(&call.body);
+    hex::encode(hasher.finalize())
+}
+
+fn balance_of(answer: &Answer) -> Option<i64> {
+    if !answer.is_success() {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
+    json.pointer("/data/balance")?.as_f64().map(|b| b as i64)
+}
+
+fn stored_from(answer: &Answer) -> StoredAnswer {
+    StoredAnswer {
+        status: answer.status.as_u16(),
+        content_type: answer
+            .content_type
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: answer.body.to_vec(),
+    }
+}
+
+fn answer_from(stored: StoredAnswer) -> Answer {
+    Answer {
+        status: StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+        content_type: stored
+            .content_type
+            .and_then(|v| HeaderValue::from_str(&v).ok()),
+        body: Bytes::from(stored.body),
+        queue_wait: Duration::ZERO,
+    }
+}
+
+fn store_failure(error: crate::store::StoreError) -> Arc<ProxyError> {
+    tracing::error!(%error, "store failed; refusing the mutating call");
+    Arc::new(ProxyError::StoreUnavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(query: &str) -> OutboundCall {
+        OutboundCall {
+            method: Method::GET,
+            path: "/v2/orders".into(),
+            query: Some(query.into()),
+            api_key: None,
+            accept: None,
+            content_type: None,
+            body: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn parameter_order_does_not_change_the_hash_but_values_do() {
+        let a = request_hash(&call("number_id=1&provider_id=2&operator_id=1"));
+        let b = request_hash(&call("operator_id=1&provider_id=2&number_id=1"));
+        let c = request_hash(&call("number_id=2&provider_id=2&operator_id=1"));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}
