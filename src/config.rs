@@ -37,6 +37,8 @@ pub enum ConfigError {
 pub struct Config {
     /// Client and admin listeners.
     pub server: ServerConfig,
+    /// What one client may ask of the gateway.
+    pub limits: LimitsConfig,
     /// The RumahOTP API behind the gateway.
     pub upstream: UpstreamConfig,
     /// The upstream's rate limit and how the gateway stays under it.
@@ -95,6 +97,20 @@ pub struct ServerConfig {
     pub shutdown_grace_seconds: f64,
     /// CORS origins; `*` allows any.
     pub cors_allow_origins: Vec<String>,
+}
+
+/// `[limits]`: per-client request rate and request shape limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests per second per client; 0 disables.
+    pub client_requests_per_second: u32,
+    /// Burst on top of the rate.
+    pub client_burst: u32,
+    /// Longest query string in bytes.
+    pub max_query_bytes: usize,
+    /// Most query parameters.
+    pub max_query_params: usize,
 }
 
 /// `[upstream]`: where and how calls are sent.
@@ -261,6 +277,11 @@ impl Config {
             8192,
         )?;
         self.validate_upstream()?;
+        at_least("limits.max_query_bytes", self.limits.max_query_bytes, 256)?;
+        at_least("limits.max_query_params", self.limits.max_query_params, 8)?;
+        if self.limits.client_requests_per_second > 0 {
+            at_least("limits.client_burst", self.limits.client_burst as usize, 1)?;
+        }
         positive(
             "queue.default_deadline_seconds",
             self.queue.default_deadline_seconds,

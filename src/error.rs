@@ -35,9 +35,21 @@ pub enum ProxyError {
     /// A method the endpoint does not take.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A query string over `limits.max_query_bytes` or `limits.max_query_params`.
+    #[error("query too large")]
+    QueryTooLarge,
+    /// The client is over `limits.client_requests_per_second`.
+    #[error("client rate limited")]
+    ClientRateLimited {
+        /// When the next request will be accepted.
+        retry_after: Duration,
+    },
     /// A request body over `server.max_body_bytes`, or a body where none belongs.
     #[error("request body too large")]
     BodyTooLarge,
+    /// The request body did not arrive within `server.header_read_timeout_seconds`.
+    #[error("request body too slow")]
+    SlowBody,
     /// The request could not be read.
     #[error("request body could not be read")]
     BadBody(#[source] hyper::Error),
@@ -96,6 +108,9 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
+            ProxyError::QueryTooLarge => StatusCode::URI_TOO_LONG,
+            ProxyError::SlowBody => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::ClientRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::PreviousOutcomeUnknown { .. } => StatusCode::CONFLICT,
             ProxyError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Abandoned => StatusCode::REQUEST_TIMEOUT,
@@ -132,6 +147,9 @@ impl ProxyError {
             ProxyError::OutcomeUnknown { .. } => "outcome_unknown",
             ProxyError::PreviousOutcomeUnknown { .. } => "previous_outcome_unknown",
             ProxyError::IdempotencyConflict => "idempotency_key_reused",
+            ProxyError::QueryTooLarge => "query_too_large",
+            ProxyError::SlowBody => "body_timeout",
+            ProxyError::ClientRateLimited { .. } => "client_rate_limited",
             ProxyError::BadIdempotencyKey => "bad_idempotency_key",
             ProxyError::StoreUnavailable => "store_unavailable",
             ProxyError::Abandoned => "abandoned",
@@ -190,6 +208,15 @@ impl ProxyError {
                     ago.as_secs()
                 )
             }
+            ProxyError::SlowBody => "The request body arrived too slowly".into(),
+            ProxyError::QueryTooLarge => "The query string is longer or has more parameters \
+                 than any RumahOTP call needs"
+                .into(),
+            ProxyError::ClientRateLimited { retry_after } => format!(
+                "Too many requests from this client to the gateway; slow down and try again \
+                 in {} s. Nothing was sent",
+                retry_after.as_secs().max(1)
+            ),
             ProxyError::IdempotencyConflict => "This Idempotency-Key was already used for a \
                  different call; use a new key for a new purchase"
                 .into(),
@@ -222,6 +249,7 @@ impl ProxyError {
             }
             ProxyError::Upstream(UpstreamError::Blocked { retry_after, .. }) => Some(*retry_after),
             ProxyError::PreviousOutcomeUnknown { hold_left, .. } => Some(*hold_left),
+            ProxyError::ClientRateLimited { retry_after } => Some(*retry_after),
             _ => None,
         }
     }

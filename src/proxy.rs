@@ -4,6 +4,7 @@
 //! CORS preflights and compression are handled by tower layers in `server`,
 //! before this code runs. Errors become JSON answers in `error`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -39,6 +40,7 @@ pub struct Gateway {
     pub verdicts: Arc<KeyVerdicts>,
     /// At-most-once guards for calls that move money.
     pub once: Arc<Once>,
+    client_rate: Option<Arc<ClientLimiter>>,
     shutting_down: AtomicBool,
 }
 
@@ -76,6 +78,7 @@ impl Gateway {
             unknown_hold: secs(safety.unknown_outcome_hold_seconds),
         };
         let once = Once::new(store, Arc::clone(&upstream), settings);
+        let client_rate = client_limiter(&config);
         Ok(Arc::new(Self {
             config: Arc::new(config),
             metrics,
@@ -83,6 +86,7 @@ impl Gateway {
             cache,
             verdicts,
             once,
+            client_rate,
             shutting_down: AtomicBool::new(false),
         }))
     }
@@ -99,7 +103,11 @@ impl Gateway {
     }
 
     /// Serves one client request; never fails, errors are JSON answers.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: IpAddr,
+    ) -> Response<Full<Bytes>> {
         let started = Instant::now();
         let method = request.method().clone();
         let mut record = Record {
@@ -109,7 +117,7 @@ impl Gateway {
             upstream: None,
         };
 
-        let served = self.serve(request, &mut record).await;
+        let served = self.serve(request, peer, &mut record).await;
         let error_code = served.as_ref().err().map(|e| e.code());
         let mut response = served.unwrap_or_else(|error| error.to_response());
         if self.is_shutting_down() {
@@ -131,10 +139,16 @@ impl Gateway {
         response
     }
 
-    async fn serve(self: &Arc<Self>, request: Request<Incoming>, record: &mut Record) -> Served {
+    async fn serve(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        peer: IpAddr,
+        record: &mut Record,
+    ) -> Served {
         if self.is_shutting_down() {
             return Err(Arc::new(ProxyError::ShuttingDown));
         }
+        self.check_query(request.uri().query())?;
         let path = routes::normalise_path(request.uri().path()).map_err(ProxyError::BadPath)?;
         let route = routes::classify(&path).ok_or(ProxyError::NotFound)?;
         record.route = route;
@@ -142,6 +156,7 @@ impl Gateway {
 
         let key = ApiKey::from_header(request.headers().get("x-apikey"));
         record.key.clone_from(&key);
+        self.check_client_rate(key.as_ref(), peer)?;
         if route.keyed && key.is_none() {
             return Err(Arc::new(ProxyError::MissingKey));
         }
@@ -373,9 +388,10 @@ impl Gateway {
         let (parts, body) = request.into_parts();
         let body = if parts.method == Method::POST {
             let limit = self.config.server.max_body_bytes;
-            Limited::new(body, limit)
-                .collect()
-                .await
+            let patience = secs(self.config.server.header_read_timeout_seconds);
+            let read = tokio::time::timeout(patience, Limited::new(body, limit).collect());
+            read.await
+                .map_err(|_| ProxyError::SlowBody)?
                 .map_err(|_| ProxyError::BodyTooLarge)?
                 .to_bytes()
         } else {
@@ -389,6 +405,34 @@ impl Gateway {
             accept: parts.headers.get(header::ACCEPT).cloned(),
             content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
             body,
+        })
+    }
+
+    fn check_query(&self, query: Option<&str>) -> Result<(), ProxyError> {
+        let limits = &self.config.limits;
+        let query = query.unwrap_or_default();
+        let params = query.split('&').filter(|p| !p.is_empty()).count();
+        if query.len() > limits.max_query_bytes || params > limits.max_query_params {
+            return Err(ProxyError::QueryTooLarge);
+        }
+        Ok(())
+    }
+
+    /// One client's share of the gateway: by key fingerprint, else by IP.
+    fn check_client_rate(&self, key: Option<&ApiKey>, peer: IpAddr) -> Result<(), ProxyError> {
+        let Some(limiter) = &self.client_rate else {
+            return Ok(());
+        };
+        let client = key.map_or_else(|| format!("ip {peer}"), |k| k.fingerprint().to_hex());
+        limiter.check_key(&client).map_err(|not_until| {
+            let retry_after = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            self.metrics
+                .refusals
+                .with_label_values(&["client_rate"])
+                .inc();
+            ProxyError::ClientRateLimited { retry_after }
         })
     }
 
@@ -498,6 +542,31 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ProxyError> {
         return Err(ProxyError::BadIdempotencyKey);
     }
     Ok(Some(key.to_owned()))
+}
+
+type ClientLimiter = governor::DefaultKeyedRateLimiter<String>;
+
+fn client_limiter(config: &Config) -> Option<Arc<ClientLimiter>> {
+    let limits = &config.limits;
+    let rate = std::num::NonZeroU32::new(limits.client_requests_per_second)?;
+    let burst = std::num::NonZeroU32::new(limits.client_burst).unwrap_or(rate);
+    let quota = governor::Quota::per_second(rate).allow_burst(burst);
+    let limiter = Arc::new(governor::RateLimiter::keyed(quota));
+    tokio::spawn(forget_idle_clients(Arc::downgrade(&limiter)));
+    Some(limiter)
+}
+
+/// Drops the rate state of clients that have been quiet, once a minute.
+async fn forget_idle_clients(limiter: std::sync::Weak<ClientLimiter>) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        let Some(limiter) = limiter.upgrade() else {
+            return;
+        };
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+    }
 }
 
 /// Deletes expired durable records every ten minutes.

@@ -126,7 +126,7 @@ pub async fn serve(
             .layer(CompressionLayer::new())
             .service_fn(move |request| {
                 let gateway = Arc::clone(&gateway_for_conn);
-                async move { Ok::<_, Infallible>(gateway.handle(request).await) }
+                async move { Ok::<_, Infallible>(gateway.handle(request, peer.ip()).await) }
             });
         let connection = connection_builder(&gateway.config)
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(stack));

@@ -529,3 +529,119 @@ async fn metrics_parse_as_prometheus_text_and_hold_every_family() {
     assert!(hits.is_some(), "the second call counted as a hit");
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_blocked_egress_sends_only_probes_until_one_passes() {
+    let stack = start_with(
+        |_| {},
+        |gateway| gateway.pacing.block_cooldown_seconds = 0.5,
+    )
+    .await;
+    let block = serde_json::json!({"ip": "127.0.0.1", "seconds": 2});
+    let sim_control = format!("http://{}/__sim/block", stack.sim.addr());
+    stack
+        .direct
+        .post(sim_control)
+        .json(&block)
+        .send()
+        .await
+        .unwrap();
+
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let path = format!("/v1/h2h/check/username?account_code=ML&account_number={i}");
+        let response = stack.http.get(stack.url(&path)).send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        let body: Value = response.json().await.expect("JSON even while blocked");
+        assert!(body.is_object());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    assert!(
+        statuses.contains(&503),
+        "refused while blocked: {statuses:?}"
+    );
+    assert_eq!(
+        statuses.last(),
+        Some(&200),
+        "open again after the block: {statuses:?}"
+    );
+    let blocked: Vec<_> = stack
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 429)
+        .collect();
+    let client_calls = blocked
+        .iter()
+        .filter(|r| r.path.contains("check/username"))
+        .count();
+    assert_eq!(
+        client_calls, 1,
+        "one client call found the block; the rest were probes"
+    );
+    assert!(
+        blocked
+            .iter()
+            .skip(1)
+            .all(|r| r.path.ends_with("/v1/h2h/list/rekening")),
+        "{blocked:?}"
+    );
+    assert!(
+        blocked.len() <= 6,
+        "probes wait out each cool-down: {}",
+        blocked.len()
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_over_its_request_rate_is_refused_before_anything_else() {
+    let stack = start_with(
+        |_| {},
+        |gateway| {
+            gateway.limits.client_requests_per_second = 5;
+            gateway.limits.client_burst = 5;
+        },
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let response = stack.get("/v1/h2h/list/rekening", &stack.key_a).await;
+        statuses.push((response.status().as_u16(), header(&response, "retry-after")));
+    }
+    assert!(
+        statuses[..5].iter().all(|(status, _)| *status == 200),
+        "{statuses:?}"
+    );
+    let refused: Vec<_> = statuses
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .collect();
+    assert!(!refused.is_empty() && refused.iter().all(|(_, retry)| !retry.is_empty()));
+
+    let other = stack.get("/v1/h2h/list/rekening", &stack.key_b).await;
+    assert_eq!(other.status(), 200, "another client has its own allowance");
+    assert_eq!(stack.upstream_calls("/v1/h2h/list/rekening").len(), 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_query_is_refused_without_an_upstream_call() {
+    let stack = start().await;
+    let many = (0..100)
+        .map(|i| format!("p{i}=1"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let long = format!("service_id=13&junk={}", "x".repeat(3000));
+    for query in [many, long] {
+        let response = stack
+            .get(&format!("/v2/countries?{query}"), &stack.key_a)
+            .await;
+        assert_eq!(response.status(), 414);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "query_too_large");
+    }
+    assert!(stack.sim.requests().is_empty());
+    stack.stop().await;
+}

@@ -11,6 +11,7 @@ pub mod pacer;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::time::Instant;
 
@@ -21,7 +22,7 @@ use pacer::{Pacer, Priority};
 use crate::config::{Config, secs};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use crate::routes::Route;
+use crate::routes::{self, Route};
 
 /// One outbound path: its pacer and its connection pool. Later, one per
 /// upstream IP (an outbound proxy per key); today the gateway has one.
@@ -46,6 +47,7 @@ pub struct CallMeta {
 pub struct Upstream {
     egress: Egress,
     metrics: Arc<Metrics>,
+    probing: AtomicBool,
 }
 
 impl Upstream {
@@ -69,6 +71,7 @@ impl Upstream {
         Arc::new(Self {
             egress: Egress { pacer, client },
             metrics,
+            probing: AtomicBool::new(false),
         })
     }
 
@@ -132,7 +135,11 @@ impl Upstream {
         task.await.unwrap_or_else(|_| Err(UpstreamError::Timeout))
     }
 
-    async fn send_now(&self, call: &OutboundCall, meta: CallMeta) -> Result<Answer, UpstreamError> {
+    async fn send_now(
+        self: &Arc<Self>,
+        call: &OutboundCall,
+        meta: CallMeta,
+    ) -> Result<Answer, UpstreamError> {
         let started = Instant::now();
         let result = self.egress.client.send(call).await;
         let elapsed = started.elapsed();
@@ -170,6 +177,7 @@ impl Upstream {
                 cooldown_s = retry_after.as_secs(),
                 "upstream is blocking the egress; all calls paused"
             );
+            self.start_probe();
         }
         if money_lost(&result, meta) {
             self.metrics
@@ -184,6 +192,69 @@ impl Upstream {
         result
     }
 }
+
+impl Upstream {
+    /// Starts the task that reopens a blocked egress, unless one runs already.
+    fn start_probe(self: &Arc<Self>) {
+        if self.probing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let upstream = Arc::clone(self);
+        tokio::spawn(async move {
+            upstream.probe_until_open().await;
+            upstream.probing.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// After each cool-down, one cheap key-less read; the egress opens again
+    /// only when it is not blocked. Every probe takes a limiter slot.
+    async fn probe_until_open(&self) {
+        let pacer = &self.egress.pacer;
+        let route = routes::classify(PROBE_PATH).expect("the probe route is in the table");
+        while pacer.blocked_until().is_some() {
+            pacer.probe_slot().await;
+            let probe = OutboundCall {
+                method: http::Method::GET,
+                path: PROBE_PATH.to_owned(),
+                query: None,
+                api_key: None,
+                accept: None,
+                content_type: None,
+                body: bytes::Bytes::new(),
+            };
+            let result = self.egress.client.send(&probe).await;
+            let outcome = result.as_ref().map_or_else(
+                |e| failure_label(e).to_owned(),
+                |a| a.status.as_str().to_owned(),
+            );
+            self.metrics
+                .upstream_calls
+                .with_label_values(&[route.template, &outcome])
+                .inc();
+            match result {
+                Err(UpstreamError::Blocked { retry_after, .. }) => {
+                    tracing::warn!(
+                        egress = pacer.egress(),
+                        cooldown_s = retry_after.as_secs(),
+                        "probe still blocked"
+                    );
+                    pacer.block_until(Instant::now() + retry_after);
+                }
+                _ => {
+                    tracing::info!(
+                        egress = pacer.egress(),
+                        outcome,
+                        "probe passed; egress open again"
+                    );
+                    pacer.reopen();
+                }
+            }
+        }
+    }
+}
+
+/// The probe: key-less, static, cheap for the upstream.
+const PROBE_PATH: &str = "/v1/h2h/list/rekening";
 
 fn money_lost(result: &Result<Answer, UpstreamError>, meta: CallMeta) -> bool {
     let lost = matches!(

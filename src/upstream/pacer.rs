@@ -257,7 +257,9 @@ impl Pacer {
         if queues.closed {
             return Err(Refusal::ShuttingDown);
         }
-        if let Some(until) = queues.blocked_until.filter(|until| *until > now) {
+        if let Some(until) = queues.blocked_until {
+            // Closed until the cool-down ends, then until a probe passes.
+            let until = until.max(now + self.plan.period);
             return Err(Refusal::Blocked {
                 retry_after: until - now,
             });
@@ -305,10 +307,43 @@ impl Pacer {
             .set(1.0);
     }
 
-    /// When the current block ends, if the egress is blocked.
+    /// When the current block's cool-down ends (now, once only the probe is
+    /// awaited), or `None` while the egress is open.
     pub fn blocked_until(&self) -> Option<Instant> {
         let queues = self.queues.lock().expect("pacer lock");
-        queues.blocked_until.filter(|until| *until > Instant::now())
+        queues.blocked_until.map(|until| until.max(Instant::now()))
+    }
+
+    /// Waits for the end of the cool-down, then for a limiter slot, for the
+    /// probe call that decides whether the egress opens again. It bypasses the
+    /// queue, which is empty while the egress is closed.
+    pub async fn probe_slot(&self) {
+        if let Some(until) = self.blocked_until() {
+            tokio::time::sleep_until(until).await;
+        }
+        loop {
+            match self.limiter.check() {
+                Ok(()) => break,
+                Err(not_until) => {
+                    let at = self.clock.start + not_until.earliest_possible();
+                    tokio::time::sleep_until(at).await;
+                }
+            }
+        }
+        let mut queues = self.queues.lock().expect("pacer lock");
+        queues.next_free = Some(Instant::now() + self.plan.period);
+    }
+
+    /// Opens the egress again after a probe passed.
+    pub fn reopen(&self) {
+        let mut queues = self.queues.lock().expect("pacer lock");
+        queues.blocked_until = None;
+        drop(queues);
+        self.metrics
+            .egress_blocked
+            .with_label_values(&[&self.egress])
+            .set(0.0);
+        self.work.notify_one();
     }
 
     /// Refuses every queued call and every later one; granted slots are unaffected.
@@ -347,14 +382,10 @@ impl Pacer {
             return None;
         }
         if let Some(until) = queues.blocked_until {
-            if until > now {
-                return Some(Wait::Until(until));
-            }
-            queues.blocked_until = None;
-            self.metrics
-                .egress_blocked
-                .with_label_values(&[&self.egress])
-                .set(0.0);
+            let retry_after = until.max(now + self.plan.period) - now;
+            queues.refuse_all(Refusal::Blocked { retry_after });
+            self.publish_depth(&queues);
+            return Some(Wait::ForWork);
         }
         self.refuse_expired(&mut queues, now);
         queues.prune();

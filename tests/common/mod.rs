@@ -43,6 +43,7 @@ pub fn gateway_config(upstream: &str) -> Config {
     config.upstream.response_timeout_seconds = 5.0;
     config.log.filter = "warn".into();
     config.store.path = ":memory:".into();
+    config.limits.client_requests_per_second = 0;
     config.validate().expect("test config is valid");
     config
 }

@@ -164,6 +164,17 @@ async fn a_block_refuses_queued_and_new_calls_until_the_cool_down_ends() {
     assert!(matches!(new, Refusal::Blocked { .. }));
 
     tokio::time::sleep(Duration::from_secs(61)).await;
+    let probing = pacer
+        .acquire(Priority::Interactive, far())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(probing, Refusal::Blocked { .. }),
+        "closed until a probe passes"
+    );
+
+    pacer.probe_slot().await;
+    pacer.reopen();
     assert!(pacer.acquire(Priority::Interactive, far()).await.is_ok());
 }
 
