@@ -28,8 +28,9 @@ pub enum Command {
     /// Start the simulator and the gateway on loopback, walk through a
     /// purchase as a bot would, then keep serving for you to try.
     Demo(demo::DemoArgs),
-    /// Print the effective configuration (secrets masked) and the pacing plan.
-    CheckConfig(ConfigArgs),
+    /// Print the effective configuration (secrets masked) and the pacing plan,
+    /// as `serve` with the same flags would run.
+    CheckConfig(ServeArgs),
 }
 
 /// Where the configuration comes from.
@@ -68,12 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let overrides = Overrides {
-        listen: args.listen,
-        admin_listen: args.admin_listen,
-        upstream: args.upstream,
-    };
-    let config = Config::load(args.config.config.as_deref(), &overrides)?;
+    let config = Config::load(args.config.config.as_deref(), &overrides(&args))?;
     telemetry::init(&config.log);
     let plan = config.pacing_plan()?;
     let client = bind(config.server.listen, "server.listen").await?;
@@ -94,6 +90,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn overrides(args: &ServeArgs) -> Overrides {
+    Overrides {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        upstream: args.upstream.clone(),
+    }
+}
+
 /// Binds `addr`, naming the config key when it fails.
 pub async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
@@ -101,8 +105,8 @@ pub async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} ({key})"))
 }
 
-fn check_config(args: &ConfigArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(args.config.as_deref(), &Overrides::default())?;
+fn check_config(args: &ServeArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.config.as_deref(), &overrides(args))?;
     let plan = config.pacing_plan()?;
     config.upstream.base_url = mask_url(&config.upstream.base_url);
     println!("{}", toml::to_string_pretty(&config)?);

@@ -20,7 +20,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub enum ConfigError {
     /// The sources could not be read or parsed into the typed tree.
     #[error("configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     /// A value parsed but is not acceptable.
     #[error("configuration key `{key}`: {reason}")]
     Invalid {
@@ -29,6 +29,14 @@ pub enum ConfigError {
         /// What is wrong and what would be accepted.
         reason: String,
     },
+}
+
+impl From<config::ConfigError> for ConfigError {
+    /// Kept as text only: the `config` crate's message already names the key,
+    /// and a chained source would print it twice.
+    fn from(error: config::ConfigError) -> Self {
+        ConfigError::Load(error)
+    }
 }
 
 /// The whole configuration tree.
@@ -193,12 +201,26 @@ pub struct AuthConfig {
 
 /// Output format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
     Json,
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "log format {other:?}: expected \"text\" or \"json\""
+            )),
+        }
+    }
 }
 
 /// `[log]`.

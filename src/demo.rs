@@ -132,6 +132,8 @@ impl Tour {
         );
         let countries = self.get(&path).await?;
         let (number_id, provider_id) = pick_offer(&countries)?;
+        let offered = countries["data"].as_array().map_or(0, Vec::len);
+        println!("   {offered} countries offered; taking the first with stock");
 
         println!("4. It buys a number (number_id {number_id}, provider {provider_id})");
         let path =

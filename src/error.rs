@@ -185,8 +185,8 @@ impl ProxyError {
             ProxyError::Upstream(e) => upstream_message(e),
             ProxyError::OutcomeUnknown { .. } => "Outcome unknown: the call reached RumahOTP but \
                  its answer was lost, so it may or may not have been carried out. Do not \
-                 repeat it blindly: check the order/deposit/transaction status or your \
-                 balance first"
+                 repeat it blindly: check your balance (and, for a cancel or deposit, the \
+                 id's status) first"
                 .into(),
             ProxyError::PreviousOutcomeUnknown {
                 ago,
@@ -215,7 +215,7 @@ impl ProxyError {
             ProxyError::ClientRateLimited { retry_after } => format!(
                 "Too many requests from this client to the gateway; slow down and try again \
                  in {} s. Nothing was sent",
-                retry_after.as_secs().max(1)
+                whole_seconds(*retry_after)
             ),
             ProxyError::IdempotencyConflict => "This Idempotency-Key was already used for a \
                  different call; use a new key for a new purchase"
@@ -228,7 +228,9 @@ impl ProxyError {
                 .into(),
             ProxyError::Abandoned => "The request was abandoned before it was sent".into(),
             ProxyError::ShuttingDown => {
-                "The gateway is restarting; nothing was sent. Try again in a few seconds".into()
+                "The gateway is shutting down or restarting; nothing was sent. Try again in a \
+                 few seconds"
+                    .into()
             }
             ProxyError::Internal => "Internal gateway error; nothing is known to have been \
                                      sent. Check the status before repeating a purchase"
@@ -286,13 +288,14 @@ fn refusal_message(refusal: &Refusal) -> String {
             retry_after,
         ),
         Refusal::ShuttingDown => {
-            return "The gateway is restarting; nothing was sent. Try again in a few seconds"
+            return "The gateway is shutting down or restarting; nothing was sent. Try again in a \
+                 few seconds"
                 .into();
         }
     };
     format!(
         "{what}. Nothing was sent; try again in {} s",
-        wait.as_secs().max(1)
+        whole_seconds(*wait)
     )
 }
 
@@ -304,7 +307,7 @@ fn upstream_message(error: &UpstreamError) -> String {
         UpstreamError::Timeout => "RumahOTP did not answer in time; try again".into(),
         UpstreamError::Blocked { retry_after, .. } => format!(
             "RumahOTP is rate-limiting this gateway's IP; all calls are paused for {} s",
-            retry_after.as_secs().max(1)
+            whole_seconds(*retry_after)
         ),
         UpstreamError::HtmlPage { status } => format!(
             "RumahOTP answered with an HTML error page (HTTP {status}) instead of JSON; \
@@ -312,6 +315,11 @@ fn upstream_message(error: &UpstreamError) -> String {
         ),
         _ => "The connection to RumahOTP failed before an answer; try again".into(),
     }
+}
+
+/// Seconds rounded up, at least 1: what `Retry-After` and messages say.
+fn whole_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// A JSON answer with the given status.

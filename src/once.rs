@@ -201,6 +201,7 @@ impl Once {
             .await;
         self.record(guard, hash, route, balance_before, &result)
             .await;
+        log_settled(route, &mutating.client, &result);
         match result {
             Ok(answer) => {
                 if answer.is_success() {
@@ -335,6 +336,29 @@ impl Once {
         };
         if let Err(error) = written {
             tracing::error!(%error, route, "could not record the outcome of a mutating call");
+        }
+    }
+}
+
+/// One line per mutating call that reached its end, whether or not its
+/// client was still there to hear it.
+fn log_settled(route: &str, client: &str, result: &Result<Answer, ProxyError>) {
+    let client = &client[..12.min(client.len())];
+    match result {
+        Ok(answer) => {
+            let status = answer.status.as_u16();
+            tracing::info!(route, client.fp = client, status, "mutating call settled");
+        }
+        Err(ProxyError::Abandoned) => {
+            tracing::info!(
+                route,
+                client.fp = client,
+                "mutating call withdrawn before sending"
+            );
+        }
+        Err(error) => {
+            let code = error.code();
+            tracing::info!(route, client.fp = client, code, "mutating call settled");
         }
     }
 }

@@ -522,7 +522,7 @@ impl Gateway {
             upstream_status = record.upstream.map(|(_, status)| status.as_u16()),
             key.fp = record.key.as_ref().map(|k| k.fingerprint().to_string()),
             error,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            duration_us = elapsed.as_micros() as u64,
             "request"
         );
     }

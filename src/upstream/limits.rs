@@ -10,12 +10,26 @@ use serde::{Deserialize, Serialize};
 
 /// How the upstream's protection counts calls per window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum CounterKind {
     /// Cloudflare's sliding estimate: `previous × (1 − elapsed fraction) + current`.
     Approximated,
     /// An exact count of the calls in any window.
     Exact,
+}
+
+impl TryFrom<String> for CounterKind {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.as_str() {
+            "approximated" => Ok(CounterKind::Approximated),
+            "exact" => Ok(CounterKind::Exact),
+            other => Err(format!(
+                "counter {other:?}: expected \"approximated\" or \"exact\""
+            )),
+        }
+    }
 }
 
 /// Spacing between calls on one egress and the worst case it allows.

@@ -57,6 +57,7 @@ impl Upstream {
         let pacer = Pacer::start(name, plan, config.queue.max_len, Arc::clone(&metrics));
         let cooldown = secs(config.pacing.block_cooldown_seconds);
         let client = UpstreamClient::new(&config.upstream, cooldown);
+        metrics.egress_blocked.with_label_values(&[name]).set(0.0);
         metrics
             .pacing_period
             .with_label_values(&[name])
