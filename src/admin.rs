@@ -46,28 +46,30 @@ fn answer<B>(gateway: &Gateway, request: &Request<B>) -> Response<Full<Bytes>> {
     }
 }
 
-/// Ready unless shutting down; degraded (503) while the upstream blocks the egress.
+/// Ready unless shutting down; degraded (503) while the upstream blocks an egress.
 fn readiness(gateway: &Gateway) -> Response<Full<Bytes>> {
     if gateway.is_shutting_down() {
-        return json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"status":"shutting_down"}"#.into(),
-        );
+        let body = r#"{"status":"shutting_down"}"#.into();
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, body);
     }
-    let pacer = &gateway.upstream.egress().pacer;
-    match pacer.blocked_until() {
-        Some(until) => {
-            let seconds = until
-                .saturating_duration_since(tokio::time::Instant::now())
-                .as_secs();
-            let body = serde_json::json!({
-                "status": "degraded",
-                "reason": "upstream is blocking the egress",
-                "egress": pacer.egress(),
-                "blocked_for_seconds": seconds,
-            });
-            json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
-        }
-        None => json_response(StatusCode::OK, r#"{"status":"ready"}"#.into()),
+    let now = tokio::time::Instant::now();
+    let blocked: Vec<_> = gateway
+        .upstream
+        .egresses()
+        .iter()
+        .filter_map(|egress| {
+            let until = egress.pacer.blocked_until()?;
+            let seconds = until.saturating_duration_since(now).as_secs();
+            Some(serde_json::json!({"egress": egress.name, "blocked_for_seconds": seconds}))
+        })
+        .collect();
+    if blocked.is_empty() {
+        return json_response(StatusCode::OK, r#"{"status":"ready"}"#.into());
     }
+    let body = serde_json::json!({
+        "status": "degraded",
+        "reason": "the upstream is blocking an egress",
+        "blocked": blocked,
+    });
+    json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
 }

@@ -23,6 +23,11 @@ impl Fingerprint {
         Self(Sha256::digest(key).into())
     }
 
+    /// A fingerprint from a digest computed elsewhere (a configured hash).
+    pub fn from_digest(digest: [u8; 32]) -> Self {
+        Self(digest)
+    }
+
     /// Full hex digest, for cache keys.
     pub fn to_hex(self) -> String {
         hex::encode(self.0)

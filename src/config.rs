@@ -21,6 +21,16 @@ pub enum ConfigError {
     /// The sources could not be read or parsed into the typed tree.
     #[error("configuration: {0}")]
     Load(config::ConfigError),
+    /// An `[[egresses]]`, `[[accounts]]` or `[[clients]]` entry is not acceptable.
+    #[error("configuration `{table}` entry {name:?}: {reason}")]
+    Entry {
+        /// `egresses`, `accounts` or `clients`.
+        table: &'static str,
+        /// The entry's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A value parsed but is not acceptable.
     #[error("configuration key `{key}`: {reason}")]
     Invalid {
@@ -63,6 +73,51 @@ pub struct Config {
     pub safety: SafetyConfig,
     /// Logging.
     pub log: LogConfig,
+    /// `[[egresses]]`: outbound paths, one pacer each; `default` when empty.
+    #[serde(default)]
+    pub egresses: Vec<EgressConfig>,
+    /// `[[accounts]]`: upstream keys held by the gateway (the keys come from
+    /// the environment or files, never from config).
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+    /// `[[clients]]`: bots with a gateway key and the accounts they may use.
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+}
+
+/// One `[[egresses]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Name used by accounts and in metrics.
+    pub name: String,
+    /// Local address to send from (a second IP of this machine).
+    pub bind: Option<std::net::IpAddr>,
+}
+
+/// One `[[accounts]]` entry: a RumahOTP account the gateway holds a key for.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// Name used by client pools, metrics and logs.
+    pub name: String,
+    /// Egress the account's calls leave by (`default` when omitted).
+    pub egress: Option<String>,
+    /// File holding the key; else the environment variable
+    /// `OTPGATE_ACCOUNT_<NAME>_KEY` (name upper-cased, other characters `_`).
+    pub key_file: Option<String>,
+}
+
+/// One `[[clients]]` entry: a bot with a gateway key.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Name used in metrics and logs.
+    pub name: String,
+    /// SHA-256 of the client's gateway key, 64 hex digits (`otpgate keygen`).
+    pub key_sha256: String,
+    /// Names of the accounts this client's calls may use.
+    pub pool: Vec<String>,
 }
 
 /// `[store]`: where durable records live.
@@ -71,6 +126,8 @@ pub struct Config {
 pub struct StoreConfig {
     /// SQLite file path, or `:memory:`.
     pub path: String,
+    /// How long id → (owner, account) records are kept.
+    pub affinity_ttl_seconds: f64,
 }
 
 /// `[safety]`: idempotency keys, joining identical calls, lost answers.
@@ -197,6 +254,8 @@ pub struct AuthConfig {
     pub verified_key_ttl_seconds: f64,
     /// Local refusal of a rejected key.
     pub rejected_key_ttl_seconds: f64,
+    /// Accept a client's own RumahOTP key in `x-apikey` and forward it.
+    pub pass_through: bool,
 }
 
 /// Output format of the logs.
@@ -330,7 +389,67 @@ impl Config {
                 reason: e.to_string(),
             }
         })?;
+        self.validate_pools()?;
         self.pacing_plan().map(|_| ())
+    }
+
+    /// The configured egresses, or one `default` egress.
+    pub fn egress_list(&self) -> Vec<EgressConfig> {
+        if self.egresses.is_empty() {
+            return vec![EgressConfig {
+                name: "default".into(),
+                bind: None,
+            }];
+        }
+        self.egresses.clone()
+    }
+
+    fn validate_pools(&self) -> Result<(), ConfigError> {
+        let entry = |table, name: &str, reason: String| ConfigError::Entry {
+            table,
+            name: name.to_owned(),
+            reason,
+        };
+        let egresses: Vec<String> = self.egress_list().into_iter().map(|e| e.name).collect();
+        unique("egresses", self.egresses.iter().map(|e| e.name.as_str()))?;
+        unique("accounts", self.accounts.iter().map(|a| a.name.as_str()))?;
+        unique("clients", self.clients.iter().map(|c| c.name.as_str()))?;
+        for account in &self.accounts {
+            let egress = account.egress.as_deref().unwrap_or("default");
+            if !egresses.iter().any(|e| e == egress) {
+                return Err(entry(
+                    "accounts",
+                    &account.name,
+                    format!("no egress named {egress:?}"),
+                ));
+            }
+        }
+        for client in &self.clients {
+            let hex_ok = client.key_sha256.len() == 64
+                && client.key_sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex_ok {
+                let reason = "key_sha256 must be 64 hex digits (otpgate keygen)".to_owned();
+                return Err(entry("clients", &client.name, reason));
+            }
+            if client.pool.is_empty() {
+                return Err(entry("clients", &client.name, "pool is empty".into()));
+            }
+            if let Some(missing) = client
+                .pool
+                .iter()
+                .find(|name| !self.accounts.iter().any(|a| &a.name == *name))
+            {
+                let reason = format!("pool names {missing:?}, which is not in [[accounts]]");
+                return Err(entry("clients", &client.name, reason));
+            }
+        }
+        if !self.auth.pass_through && self.clients.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "auth.pass_through",
+                reason: "is off and no [[clients]] are configured: nobody could call".into(),
+            });
+        }
+        Ok(())
     }
 
     fn validate_upstream(&self) -> Result<(), ConfigError> {
@@ -416,6 +535,23 @@ impl Config {
 /// Seconds from config as a `Duration`; callers validated them first.
 pub fn secs(value: f64) -> Duration {
     Duration::from_secs_f64(value.max(0.0))
+}
+
+fn unique<'a>(
+    table: &'static str,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        if !seen.insert(name) {
+            return Err(ConfigError::Entry {
+                table,
+                name: name.to_owned(),
+                reason: "the name is used twice".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn positive(key: &'static str, value: f64) -> Result<(), ConfigError> {

@@ -20,6 +20,18 @@ pub enum ProxyError {
     /// A keyed route called without `x-apikey`.
     #[error("missing x-apikey")]
     MissingKey,
+    /// Pass-through is off and the key is no client's gateway key.
+    #[error("unknown gateway key")]
+    UnknownGatewayKey,
+    /// No account of the client's pool can take the call.
+    #[error("no usable account")]
+    NoUsableAccount,
+    /// The upstream rejected the key of the account that served the call.
+    #[error("account key rejected")]
+    AccountRejected,
+    /// An order/deposit/transaction id this client did not create.
+    #[error("id not found")]
+    IdNotFound,
     /// The upstream rejected this key recently.
     #[error("key rejected by the upstream")]
     RejectedKey {
@@ -103,7 +115,12 @@ impl ProxyError {
     /// HTTP status of the answer.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::MissingKey | ProxyError::RejectedKey { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::MissingKey
+            | ProxyError::RejectedKey { .. }
+            | ProxyError::UnknownGatewayKey => StatusCode::UNAUTHORIZED,
+            ProxyError::NoUsableAccount => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::AccountRejected => StatusCode::BAD_GATEWAY,
+            ProxyError::IdNotFound => StatusCode::NOT_FOUND,
             ProxyError::BadPath(_) | ProxyError::BadBody(_) | ProxyError::BadIdempotencyKey => {
                 StatusCode::BAD_REQUEST
             }
@@ -133,6 +150,10 @@ impl ProxyError {
         match self {
             ProxyError::MissingKey => "missing_api_key",
             ProxyError::RejectedKey { .. } => "invalid_api_key",
+            ProxyError::UnknownGatewayKey => "unknown_api_key",
+            ProxyError::NoUsableAccount => "no_usable_account",
+            ProxyError::AccountRejected => "account_rejected",
+            ProxyError::IdNotFound => "not_found",
             ProxyError::BadPath(_) => "bad_path",
             ProxyError::NotFound => "unknown_endpoint",
             ProxyError::MethodNotAllowed => "method_not_allowed",
@@ -169,6 +190,18 @@ impl ProxyError {
                  check the key in your RumahOTP account",
                 remembered_for.as_secs()
             ),
+            ProxyError::UnknownGatewayKey => "Invalid API key: this x-apikey is not a key this \
+                 gateway knows; ask its operator for your gateway key"
+                .into(),
+            ProxyError::NoUsableAccount => "No upstream account in your pool can take this \
+                 call now (rejected keys or no balance); the operator has been told"
+                .into(),
+            ProxyError::AccountRejected => "RumahOTP rejected the key of the account that \
+                 served this call; it is taken out of the pool. Try again"
+                .into(),
+            ProxyError::IdNotFound => "Not found: no such order, deposit or transaction for \
+                 this key"
+                .into(),
             ProxyError::BadPath(e) => format!("Bad request path: {e}"),
             ProxyError::NotFound => "Unknown endpoint: otpgate serves the RumahOTP API paths \
                                      under /v1 and /v2, with or without the /api prefix"

@@ -15,6 +15,7 @@ pub mod error;
 pub mod flight;
 pub mod metrics;
 pub mod once;
+pub mod pool;
 pub mod proxy;
 pub mod routes;
 pub mod server;

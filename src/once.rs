@@ -21,6 +21,7 @@ use http::{HeaderValue, Method, StatusCode};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use crate::auth::Fingerprint;
 use crate::error::ProxyError;
 use crate::flight::{self, Flights, Role};
 use crate::routes;
@@ -103,12 +104,12 @@ impl Once {
         })
     }
 
-    /// Remembers a client's balance from any balance answer that passes by,
-    /// as the "before" figure for reconciling a lost answer.
-    pub fn note_balance(&self, client: &str, answer: &Answer) {
+    /// Remembers a key's balance (by fingerprint hex) from any balance answer
+    /// that passes by, as the "before" figure for reconciling a lost answer.
+    pub fn note_balance(&self, key_fingerprint: &str, answer: &Answer) {
         if let Some(balance) = balance_of(answer) {
             let mut balances = self.last_balance.lock().expect("balance lock");
-            balances.insert(client.to_owned(), balance);
+            balances.insert(key_fingerprint.to_owned(), balance);
         }
     }
 
@@ -188,19 +189,25 @@ impl Once {
             self.reconcile(client, hash, &mutating).await?;
         }
 
+        let key_fp = key_fingerprint(&mutating.call);
         let balance_before = self
             .last_balance
             .lock()
             .expect("balance lock")
-            .get(&mutating.client)
+            .get(&key_fp)
             .copied();
         let route = mutating.meta.route.template;
         let result = self
             .upstream
             .call(mutating.call, mutating.meta, unwatched)
             .await;
-        self.record(guard, hash, route, balance_before, &result)
-            .await;
+        let lost = UnknownOutcome {
+            route: route.to_owned(),
+            key_fp,
+            balance_before,
+            at_ms: now_ms(),
+        };
+        self.record(guard, hash, lost, &result).await;
         log_settled(route, &mutating.client, &result);
         match result {
             Ok(answer) => {
@@ -256,14 +263,17 @@ impl Once {
         else {
             return Ok(());
         };
-        let balance_now = self.read_balance(mutating).await;
+        // Only the same account's balance can prove anything.
+        let same_account = lost.key_fp == key_fingerprint(&mutating.call);
+        let balance_now = if same_account {
+            self.read_balance(mutating).await
+        } else {
+            None
+        };
         if let (Some(before), Some(now)) = (lost.balance_before, balance_now)
             && before == now
         {
-            tracing::info!(
-                client.fp = &client[..12],
-                "lost answer reconciled: not carried out"
-            );
+            tracing::info!(client, "lost answer reconciled: not carried out");
             self.store
                 .clear_unknown(client, hash)
                 .await
@@ -292,9 +302,9 @@ impl Once {
             body: Bytes::new(),
         };
         let meta = CallMeta {
-            route,
             priority: Priority::Mutating,
-            deadline: mutating.meta.deadline,
+            route,
+            ..mutating.meta
         };
         let answer = self
             .upstream
@@ -308,8 +318,7 @@ impl Once {
         &self,
         guard: &Guard,
         hash: &str,
-        route: &str,
-        balance_before: Option<i64>,
+        lost: UnknownOutcome,
         result: &Result<Answer, ProxyError>,
     ) {
         let written = match (guard, result) {
@@ -323,11 +332,6 @@ impl Once {
             }
             (Guard::Explicit { client, key }, Err(_)) => self.store.release(client, key).await,
             (Guard::Identical { client, .. }, Err(ProxyError::OutcomeUnknown { .. })) => {
-                let lost = UnknownOutcome {
-                    route: route.to_owned(),
-                    balance_before,
-                    at_ms: now_ms(),
-                };
                 self.store
                     .record_unknown(client, hash, lost, self.settings.unknown_hold)
                     .await
@@ -335,7 +339,7 @@ impl Once {
             (Guard::Identical { .. }, _) => Ok(()),
         };
         if let Err(error) = written {
-            tracing::error!(%error, route, "could not record the outcome of a mutating call");
+            tracing::error!(%error, "could not record the outcome of a mutating call");
         }
     }
 }
@@ -386,12 +390,19 @@ pub fn request_hash(call: &OutboundCall) -> String {
     hex::encode(hasher.finalize())
 }
 
-fn balance_of(answer: &Answer) -> Option<i64> {
+/// `data.balance` of a successful balance answer.
+pub fn balance_of(answer: &Answer) -> Option<i64> {
     if !answer.is_success() {
         return None;
     }
     let json: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
     json.pointer("/data/balance")?.as_f64().map(|b| b as i64)
+}
+
+/// Fingerprint (hex) of the key a call carries; `-` for none.
+fn key_fingerprint(call: &OutboundCall) -> String {
+    let key = call.api_key.as_ref();
+    key.map_or_else(|| "-".into(), |k| Fingerprint::of(k.as_bytes()).to_hex())
 }
 
 fn stored_from(answer: &Answer) -> StoredAnswer {

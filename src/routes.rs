@@ -58,6 +58,17 @@ pub enum Freshness {
     Never,
 }
 
+impl IdKind {
+    /// Name in durable records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdKind::Order => "order",
+            IdKind::Deposit => "deposit",
+            IdKind::Transaction => "transaction",
+        }
+    }
+}
+
 /// The kind of thing an id parameter names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdKind {
@@ -88,6 +99,9 @@ pub struct Route {
     pub id: Option<(&'static str, IdKind)>,
     /// What a successful call makes stale.
     pub invalidates: Invalidates,
+    /// The kind of id a successful call creates (read from `data.order_id`
+    /// or `data.id`), recorded with its owner and account.
+    pub creates: Option<IdKind>,
 }
 
 /// What a successful mutating call makes stale.
@@ -120,6 +134,7 @@ const fn route(template: &'static str, class: RouteClass, keyed: bool) -> Route 
         cache_params: &[],
         id: None,
         invalidates: NONE,
+        creates: None,
     }
 }
 
@@ -152,6 +167,7 @@ pub static ROUTES: &[Route] = &[
             status: false,
             balance: true,
         },
+        creates: Some(IdKind::Order),
         ..route("/v2/orders", Mutating, true)
     },
     Route {
@@ -167,8 +183,14 @@ pub static ROUTES: &[Route] = &[
         },
         ..route("/v1/orders/set_status", Mutating, true)
     },
-    route("/v1/deposit/create", Mutating, true),
-    route("/v2/deposit/create", Mutating, true),
+    Route {
+        creates: Some(IdKind::Deposit),
+        ..route("/v1/deposit/create", Mutating, true)
+    },
+    Route {
+        creates: Some(IdKind::Deposit),
+        ..route("/v2/deposit/create", Mutating, true)
+    },
     Route {
         cache_params: &["deposit_id"],
         id: Some(("deposit_id", IdKind::Deposit)),
@@ -195,6 +217,7 @@ pub static ROUTES: &[Route] = &[
             status: false,
             balance: true,
         },
+        creates: Some(IdKind::Transaction),
         ..route("/v1/h2h/transaksi/create", Mutating, true)
     },
     Route {

@@ -25,8 +25,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::admin;
 use crate::config::{Config, secs};
 use crate::metrics::Metrics;
-use crate::proxy::Gateway;
-use crate::store::StoreError;
+use crate::proxy::{Gateway, StartError};
 
 /// A gateway running in the background, for tests, the demo and embedding.
 pub struct GatewayHandle {
@@ -63,12 +62,12 @@ impl GatewayHandle {
 }
 
 /// Starts the gateway on already-bound listeners and returns at once; fails
-/// only if the durable store cannot be opened.
+/// only if the durable store cannot be opened or an account key not read.
 pub fn spawn(
     config: Config,
     client: TcpListener,
     admin: TcpListener,
-) -> Result<GatewayHandle, StoreError> {
+) -> Result<GatewayHandle, StartError> {
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::new(config, metrics)?;
     let addr = client.local_addr().expect("bound listener");

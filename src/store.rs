@@ -3,7 +3,7 @@
 //! An SQLite file (WAL, synchronous commits) holds idempotency records and
 //! calls whose outcome was lost. A record is committed before the client hears
 //! about it. Writes run on the blocking pool; each is one short transaction.
-//! Order → key affinity (issue #4) will live here too.
+//! It also holds order/deposit/transaction → (owner, account) affinity.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -67,10 +67,23 @@ pub enum Claim {
 pub struct UnknownOutcome {
     /// The route template.
     pub route: String,
+    /// Fingerprint (hex) of the key the call was sent with.
+    pub key_fp: String,
     /// The key's balance as last known before the call, if known.
     pub balance_before: Option<i64>,
     /// When the call was sent, ms since the Unix epoch.
     pub at_ms: i64,
+}
+
+/// Who made an order, deposit or transaction, and on which account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Affinity {
+    /// The caller's identity (`client:NAME` or `key:FINGERPRINT`).
+    pub owner: String,
+    /// The account name, or the key fingerprint in pass-through mode.
+    pub account: String,
+    /// Last status seen, if any.
+    pub last_status: Option<String>,
 }
 
 /// The durable store.
@@ -93,10 +106,21 @@ const SCHEMA: &str = "
         expires_ms INTEGER NOT NULL,
         PRIMARY KEY (client, idem_key)
     );
+    CREATE TABLE IF NOT EXISTS affinity (
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        account TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        last_status TEXT,
+        PRIMARY KEY (kind, id)
+    );
     CREATE TABLE IF NOT EXISTS unknown_outcomes (
         client TEXT NOT NULL,
         request_hash TEXT NOT NULL,
         route TEXT NOT NULL,
+        key_fp TEXT NOT NULL,
         balance_before INTEGER,
         at_ms INTEGER NOT NULL,
         expires_ms INTEGER NOT NULL,
@@ -241,12 +265,13 @@ impl Store {
         self.run(move |db| {
             db.execute(
                 "INSERT OR REPLACE INTO unknown_outcomes
-                 (client, request_hash, route, balance_before, at_ms, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 (client, request_hash, route, key_fp, balance_before, at_ms, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     client,
                     hash,
                     outcome.route,
+                    outcome.key_fp,
                     outcome.balance_before,
                     outcome.at_ms,
                     expires
@@ -267,14 +292,15 @@ impl Store {
         let now = now_ms();
         self.run(move |db| {
             db.query_row(
-                "SELECT route, balance_before, at_ms FROM unknown_outcomes
+                "SELECT route, key_fp, balance_before, at_ms FROM unknown_outcomes
                  WHERE client = ?1 AND request_hash = ?2 AND expires_ms > ?3",
                 params![client, hash, now],
                 |row| {
                     Ok(UnknownOutcome {
                         route: row.get(0)?,
-                        balance_before: row.get(1)?,
-                        at_ms: row.get(2)?,
+                        key_fp: row.get(1)?,
+                        balance_before: row.get(2)?,
+                        at_ms: row.get(3)?,
                     })
                 },
             )
@@ -290,6 +316,79 @@ impl Store {
             db.execute(
                 "DELETE FROM unknown_outcomes WHERE client = ?1 AND request_hash = ?2",
                 params![client, hash],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records who made `id` (of `kind`) on which account; committed before
+    /// the caller hears of the id.
+    pub async fn put_affinity(
+        &self,
+        kind: &str,
+        id: &str,
+        affinity: Affinity,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let (kind, id) = (kind.to_owned(), id.to_owned());
+        let now = now_ms();
+        let expires = now + ttl.as_millis() as i64;
+        self.run(move |db| {
+            db.execute(
+                "INSERT OR REPLACE INTO affinity
+                 (kind, id, owner, account, created_ms, expires_ms, last_status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    kind,
+                    id,
+                    affinity.owner,
+                    affinity.account,
+                    now,
+                    expires,
+                    affinity.last_status
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Who made `id`, if it is recorded and unexpired.
+    pub async fn affinity(&self, kind: &str, id: &str) -> Result<Option<Affinity>, StoreError> {
+        let (kind, id) = (kind.to_owned(), id.to_owned());
+        let now = now_ms();
+        self.run(move |db| {
+            db.query_row(
+                "SELECT owner, account, last_status FROM affinity
+                 WHERE kind = ?1 AND id = ?2 AND expires_ms > ?3",
+                params![kind, id, now],
+                |row| {
+                    Ok(Affinity {
+                        owner: row.get(0)?,
+                        account: row.get(1)?,
+                        last_status: row.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Remembers the last status seen for `id`.
+    pub async fn set_last_status(
+        &self,
+        kind: &str,
+        id: &str,
+        status: &str,
+    ) -> Result<(), StoreError> {
+        let (kind, id, status) = (kind.to_owned(), id.to_owned(), status.to_owned());
+        self.run(move |db| {
+            db.execute(
+                "UPDATE affinity SET last_status = ?3 WHERE kind = ?1 AND id = ?2
+                 AND (last_status IS NULL OR last_status != ?3)",
+                params![kind, id, status],
             )?;
             Ok(())
         })
@@ -376,6 +475,7 @@ mod tests {
             store.claim("c", "k", "h", DAY).await.unwrap();
             let lost = UnknownOutcome {
                 route: "/v2/orders".into(),
+                key_fp: "-".into(),
                 balance_before: Some(5),
                 at_ms: now_ms(),
             };

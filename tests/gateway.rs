@@ -341,7 +341,16 @@ async fn a_client_that_hangs_up_while_queued_causes_no_upstream_call() {
         stack.upstream_calls("/v2/orders").is_empty(),
         "nothing is sent for a gone client"
     );
-    assert_eq!(stack.gateway.gateway.upstream.egress().pacer.queued(), 0);
+    assert_eq!(
+        stack
+            .gateway
+            .gateway
+            .upstream
+            .egress(otpgate::upstream::EgressId(0))
+            .pacer
+            .queued(),
+        0
+    );
     stack.stop().await;
 }
 

@@ -5,6 +5,7 @@
 //! for a pooled connection found closed before anything was written.
 
 use std::io::Read;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -112,9 +113,11 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// Builds the pool; TLS uses rustls with the bundled Mozilla roots.
-    pub fn new(config: &UpstreamConfig, block_cooldown: Duration) -> Self {
+    /// Builds the pool, sending from `bind` when given; TLS uses rustls with
+    /// the bundled Mozilla roots.
+    pub fn new(config: &UpstreamConfig, bind: Option<IpAddr>, block_cooldown: Duration) -> Self {
         let mut tcp = HttpConnector::new();
+        tcp.set_local_address(bind);
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(secs(config.connect_timeout_seconds)));

@@ -24,12 +24,19 @@ use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::routes::{self, Route};
 
-/// One outbound path: its pacer and its connection pool. Later, one per
-/// upstream IP (an outbound proxy per key); today the gateway has one.
+/// Which egress a call leaves by: an index into the gateway's egresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EgressId(pub usize);
+
+/// One outbound path (one source IP, as the upstream sees it): its pacer,
+/// its connection pool, and whether a probe is waiting out a block.
 pub struct Egress {
+    /// Name from config (`default` when none is configured).
+    pub name: String,
     /// The queue and limiter of this egress.
     pub pacer: Arc<Pacer>,
     client: UpstreamClient,
+    probing: AtomicBool,
 }
 
 /// Where and when a call is to be sent.
@@ -41,44 +48,81 @@ pub struct CallMeta {
     pub priority: Priority,
     /// Latest time the call may start.
     pub deadline: Instant,
+    /// The egress it leaves by.
+    pub egress: EgressId,
 }
 
 /// The upstream as the rest of the gateway sees it.
 pub struct Upstream {
-    egress: Egress,
+    egresses: Vec<Egress>,
     metrics: Arc<Metrics>,
-    probing: AtomicBool,
 }
 
 impl Upstream {
-    /// Builds the egress from config and starts its pacer.
+    /// Builds every egress from config (one `default` when none is listed)
+    /// and starts their pacers.
     pub fn new(config: &Config, plan: PacingPlan, metrics: Arc<Metrics>) -> Arc<Self> {
-        let name = "default";
-        let pacer = Pacer::start(name, plan, config.queue.max_len, Arc::clone(&metrics));
         let cooldown = secs(config.pacing.block_cooldown_seconds);
-        let client = UpstreamClient::new(&config.upstream, cooldown);
-        metrics.egress_blocked.with_label_values(&[name]).set(0.0);
-        metrics
-            .pacing_period
-            .with_label_values(&[name])
-            .set(plan.period.as_secs_f64());
-        let worst = &metrics.pacing_worst_case;
-        worst
-            .with_label_values(&[name, "closed_window"])
-            .set(plan.worst_closed_window.into());
-        worst
-            .with_label_values(&[name, "approximated_estimate"])
-            .set(plan.worst_estimate);
-        Arc::new(Self {
-            egress: Egress { pacer, client },
-            metrics,
-            probing: AtomicBool::new(false),
-        })
+        let egresses = config
+            .egress_list()
+            .into_iter()
+            .map(|egress| {
+                let name = egress.name.as_str();
+                let pacer = Pacer::start(name, plan, config.queue.max_len, Arc::clone(&metrics));
+                let client = UpstreamClient::new(&config.upstream, egress.bind, cooldown);
+                publish_plan(&metrics, name, &plan);
+                tracing::info!(
+                    egress = name,
+                    calls_per_second = plan.calls_per_second(),
+                    "egress paced"
+                );
+                Egress {
+                    name: name.to_owned(),
+                    pacer,
+                    client,
+                    probing: AtomicBool::new(false),
+                }
+            })
+            .collect();
+        Arc::new(Self { egresses, metrics })
     }
 
-    /// The egress a call goes through.
-    pub fn egress(&self) -> &Egress {
-        &self.egress
+    /// The egress with this id.
+    pub fn egress(&self, id: EgressId) -> &Egress {
+        &self.egresses[id.0]
+    }
+
+    /// Every egress, in config order.
+    pub fn egresses(&self) -> &[Egress] {
+        &self.egresses
+    }
+
+    /// The id of the egress named `name`.
+    pub fn egress_id(&self, name: &str) -> Option<EgressId> {
+        self.egresses
+            .iter()
+            .position(|e| e.name == name)
+            .map(EgressId)
+    }
+
+    /// Of `candidates`, the open egress whose next slot for `priority` comes first.
+    pub fn soonest(
+        &self,
+        candidates: impl IntoIterator<Item = EgressId>,
+        priority: Priority,
+    ) -> Option<EgressId> {
+        candidates
+            .into_iter()
+            .filter_map(|id| Some((self.egress(id).pacer.predicted_start(priority)?, id)))
+            .min_by_key(|(start, _)| *start)
+            .map(|(_, id)| id)
+    }
+
+    /// Refuses every queued call on every egress (shutdown).
+    pub fn close(&self) {
+        for egress in &self.egresses {
+            egress.pacer.close();
+        }
     }
 
     /// Waits for a slot, then sends `call` once.
@@ -99,7 +143,7 @@ impl Upstream {
         let mut last_error = None;
         for _ in 0..attempts {
             let slot = tokio::select! {
-                slot = self.egress.pacer.acquire(meta.priority, meta.deadline) => slot,
+                slot = self.egress(meta.egress).pacer.acquire(meta.priority, meta.deadline) => slot,
                 () = &mut give_up => return Err(ProxyError::Abandoned),
             };
             let slot = slot.map_err(ProxyError::Refused)?;
@@ -141,8 +185,9 @@ impl Upstream {
         call: &OutboundCall,
         meta: CallMeta,
     ) -> Result<Answer, UpstreamError> {
+        let egress = self.egress(meta.egress);
         let started = Instant::now();
-        let result = self.egress.client.send(call).await;
+        let result = egress.client.send(call).await;
         let elapsed = started.elapsed();
 
         let template = meta.route.template;
@@ -160,7 +205,7 @@ impl Upstream {
             .observe(elapsed.as_secs_f64());
         tracing::debug!(
             route = template,
-            egress = self.egress.pacer.egress(),
+            egress = egress.name,
             outcome,
             elapsed_ms = elapsed.as_millis() as u64,
             "upstream call"
@@ -171,14 +216,14 @@ impl Upstream {
             retry_after,
         }) = &result
         {
-            self.egress.pacer.block_until(Instant::now() + *retry_after);
+            egress.pacer.block_until(Instant::now() + *retry_after);
             tracing::warn!(
-                egress = self.egress.pacer.egress(),
+                egress = egress.name,
                 status = status.as_u16(),
                 cooldown_s = retry_after.as_secs(),
                 "upstream is blocking the egress; all calls paused"
             );
-            self.start_probe();
+            self.start_probe(meta.egress);
         }
         if money_lost(&result, meta) {
             self.metrics
@@ -196,21 +241,22 @@ impl Upstream {
 
 impl Upstream {
     /// Starts the task that reopens a blocked egress, unless one runs already.
-    fn start_probe(self: &Arc<Self>) {
-        if self.probing.swap(true, Ordering::SeqCst) {
+    fn start_probe(self: &Arc<Self>, id: EgressId) {
+        if self.egress(id).probing.swap(true, Ordering::SeqCst) {
             return;
         }
         let upstream = Arc::clone(self);
         tokio::spawn(async move {
-            upstream.probe_until_open().await;
-            upstream.probing.store(false, Ordering::SeqCst);
+            upstream.probe_until_open(id).await;
+            upstream.egress(id).probing.store(false, Ordering::SeqCst);
         });
     }
 
     /// After each cool-down, one cheap key-less read; the egress opens again
     /// only when it is not blocked. Every probe takes a limiter slot.
-    async fn probe_until_open(&self) {
-        let pacer = &self.egress.pacer;
+    async fn probe_until_open(&self, id: EgressId) {
+        let egress = self.egress(id);
+        let pacer = &egress.pacer;
         let route = routes::classify(PROBE_PATH).expect("the probe route is in the table");
         while pacer.blocked_until().is_some() {
             pacer.probe_slot().await;
@@ -223,7 +269,7 @@ impl Upstream {
                 content_type: None,
                 body: bytes::Bytes::new(),
             };
-            let result = self.egress.client.send(&probe).await;
+            let result = egress.client.send(&probe).await;
             let outcome = result.as_ref().map_or_else(
                 |e| failure_label(e).to_owned(),
                 |a| a.status.as_str().to_owned(),
@@ -252,6 +298,21 @@ impl Upstream {
             }
         }
     }
+}
+
+fn publish_plan(metrics: &Metrics, egress: &str, plan: &PacingPlan) {
+    metrics.egress_blocked.with_label_values(&[egress]).set(0.0);
+    metrics
+        .pacing_period
+        .with_label_values(&[egress])
+        .set(plan.period.as_secs_f64());
+    let worst = &metrics.pacing_worst_case;
+    worst
+        .with_label_values(&[egress, "closed_window"])
+        .set(plan.worst_closed_window.into());
+    worst
+        .with_label_values(&[egress, "approximated_estimate"])
+        .set(plan.worst_estimate);
 }
 
 /// The probe: key-less, static, cheap for the upstream.

@@ -292,6 +292,19 @@ impl Pacer {
         Ok(receiver)
     }
 
+    /// When a call of `priority` queued now would start, or `None` while the
+    /// egress is blocked or closed.
+    pub fn predicted_start(&self, priority: Priority) -> Option<Instant> {
+        let now = Instant::now();
+        let mut queues = self.queues.lock().expect("pacer lock");
+        if queues.closed || queues.blocked_until.is_some() {
+            return None;
+        }
+        queues.prune();
+        let next_free = queues.next_free.map_or(now, |at| at.max(now));
+        Some(next_free + self.plan.period * queues.ahead_of(priority) as u32)
+    }
+
     /// Stops all calls on this egress until `until`; queued calls are refused.
     pub fn block_until(&self, until: Instant) {
         let mut queues = self.queues.lock().expect("pacer lock");

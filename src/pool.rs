@@ -1,0 +1,284 @@
+//! Who is calling, and which upstream account serves the call.
+//!
+//! A caller is either a configured client (its gateway key in `x-apikey`,
+//! known by hash) with a pool of accounts whose keys the gateway holds, or,
+//! in pass-through mode, anyone with a RumahOTP key of their own. Account
+//! keys are read from files or the environment at start-up and never leave
+//! this module except as the `x-apikey` of an upstream call.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use http::HeaderValue;
+
+use crate::auth::{ApiKey, Fingerprint};
+use crate::config::{Config, ConfigError};
+use crate::error::ProxyError;
+use crate::upstream::pacer::{Priority, Refusal};
+use crate::upstream::{EgressId, Upstream};
+
+/// An index into the gateway's accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AccountId(pub usize);
+
+const UNKNOWN_BALANCE: i64 = i64::MIN;
+
+/// A RumahOTP account whose key the gateway holds.
+pub struct Account {
+    /// Name from config.
+    pub name: String,
+    key: ApiKey,
+    /// The egress its calls leave by.
+    pub egress: EgressId,
+    balance: AtomicI64,
+    rejected: AtomicBool,
+}
+
+impl Account {
+    /// The key, for the `x-apikey` of an upstream call.
+    pub fn key(&self) -> &ApiKey {
+        &self.key
+    }
+
+    /// Last balance learnt, if any.
+    pub fn balance(&self) -> Option<i64> {
+        let balance = self.balance.load(Ordering::Relaxed);
+        (balance != UNKNOWN_BALANCE).then_some(balance)
+    }
+
+    /// Whether the upstream rejected the key.
+    pub fn is_rejected(&self) -> bool {
+        self.rejected.load(Ordering::Relaxed)
+    }
+}
+
+/// A bot with a gateway key.
+#[derive(Debug)]
+pub struct Client {
+    /// Name from config.
+    pub name: String,
+    /// Accounts its calls may use.
+    pub pool: Vec<AccountId>,
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A client's own RumahOTP key, forwarded as is.
+    PassThrough(ApiKey),
+    /// A configured client.
+    Pooled(Arc<Client>),
+    /// No key (key-less routes only).
+    Anonymous,
+}
+
+impl Caller {
+    /// Stable identity for ownership records, idempotency and rate limits.
+    pub fn identity(&self) -> String {
+        match self {
+            Caller::PassThrough(key) => format!("key:{}", key.fingerprint().to_hex()),
+            Caller::Pooled(client) => format!("client:{}", client.name),
+            Caller::Anonymous => "anonymous".into(),
+        }
+    }
+
+    /// Label for metrics and logs: a client's name, or the key's fingerprint.
+    pub fn label(&self) -> String {
+        match self {
+            Caller::PassThrough(key) => key.fingerprint().to_string(),
+            Caller::Pooled(client) => client.name.clone(),
+            Caller::Anonymous => "anonymous".into(),
+        }
+    }
+}
+
+/// Accounts and clients.
+pub struct Pool {
+    accounts: Vec<Account>,
+    clients: HashMap<Fingerprint, Arc<Client>>,
+    pass_through: bool,
+}
+
+impl Pool {
+    /// Reads every account's key (from its `key_file`, else from
+    /// `OTPGATE_ACCOUNT_<NAME>_KEY`) and indexes clients by key hash.
+    pub fn load(config: &Config, upstream: &Upstream) -> Result<Self, ConfigError> {
+        let mut accounts = Vec::new();
+        for account in &config.accounts {
+            let egress_name = account.egress.as_deref().unwrap_or("default");
+            let egress = upstream
+                .egress_id(egress_name)
+                .expect("validated egress name");
+            let key = read_key(&account.name, account.key_file.as_deref())?;
+            tracing::info!(account = %account.name, key.fp = %key.fingerprint(), egress = egress_name, "account loaded");
+            accounts.push(Account {
+                name: account.name.clone(),
+                key,
+                egress,
+                balance: AtomicI64::new(UNKNOWN_BALANCE),
+                rejected: AtomicBool::new(false),
+            });
+        }
+        let clients = config
+            .clients
+            .iter()
+            .map(|client| {
+                let mut digest = [0; 32];
+                hex::decode_to_slice(&client.key_sha256, &mut digest).expect("validated hex");
+                let pool = client
+                    .pool
+                    .iter()
+                    .map(|name| {
+                        let at = accounts.iter().position(|a| &a.name == name);
+                        AccountId(at.expect("validated pool"))
+                    })
+                    .collect();
+                let client = Client {
+                    name: client.name.clone(),
+                    pool,
+                };
+                (Fingerprint::from_digest(digest), Arc::new(client))
+            })
+            .collect();
+        Ok(Self {
+            accounts,
+            clients,
+            pass_through: config.auth.pass_through,
+        })
+    }
+
+    /// Identifies the caller from its `x-apikey`: a client's gateway key, else
+    /// (in pass-through mode) a RumahOTP key of its own.
+    pub fn identify(&self, key: Option<ApiKey>) -> Result<Caller, ProxyError> {
+        let Some(key) = key else {
+            return Ok(Caller::Anonymous);
+        };
+        if let Some(client) = self.clients.get(&key.fingerprint()) {
+            return Ok(Caller::Pooled(Arc::clone(client)));
+        }
+        if self.pass_through {
+            return Ok(Caller::PassThrough(key));
+        }
+        Err(ProxyError::UnknownGatewayKey)
+    }
+
+    /// The account with this id.
+    pub fn account(&self, id: AccountId) -> &Account {
+        &self.accounts[id.0]
+    }
+
+    /// Every account, in config order.
+    pub fn accounts(&self) -> impl Iterator<Item = (AccountId, &Account)> {
+        self.accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (AccountId(i), a))
+    }
+
+    /// The account named `name`.
+    pub fn account_id(&self, name: &str) -> Option<AccountId> {
+        self.accounts
+            .iter()
+            .position(|a| a.name == name)
+            .map(AccountId)
+    }
+
+    /// Picks the account of `client`'s pool for a new call: not rejected, not
+    /// known to be out of balance when `buying`, on an open egress, with the
+    /// earliest free slot; ties go to the higher known balance.
+    pub fn choose(
+        &self,
+        client: &Client,
+        upstream: &Upstream,
+        priority: Priority,
+        buying: bool,
+    ) -> Result<AccountId, ProxyError> {
+        let usable = client.pool.iter().copied().filter(|id| {
+            let account = self.account(*id);
+            let broke = buying && account.balance().is_some_and(|b| b <= 0);
+            !(account.is_rejected() || broke)
+        });
+        let ranked = usable.filter_map(|id| {
+            let account = self.account(id);
+            let start = upstream
+                .egress(account.egress)
+                .pacer
+                .predicted_start(priority)?;
+            Some((start, std::cmp::Reverse(account.balance().unwrap_or(0)), id))
+        });
+        if let Some((_, _, id)) = ranked.min_by_key(|(start, balance, _)| (*start, *balance)) {
+            return Ok(id);
+        }
+        Err(self.why_none(client, upstream))
+    }
+
+    fn why_none(&self, client: &Client, upstream: &Upstream) -> ProxyError {
+        let blocked = client
+            .pool
+            .iter()
+            .filter_map(|id| {
+                upstream
+                    .egress(self.account(*id).egress)
+                    .pacer
+                    .blocked_until()
+            })
+            .min();
+        match blocked {
+            Some(until) => {
+                let retry_after = until.saturating_duration_since(tokio::time::Instant::now());
+                ProxyError::Refused(Refusal::Blocked { retry_after })
+            }
+            None => ProxyError::NoUsableAccount,
+        }
+    }
+
+    /// Records a balance the upstream reported for an account.
+    pub fn note_balance(&self, id: AccountId, balance: i64) {
+        self.account(id).balance.store(balance, Ordering::Relaxed);
+    }
+
+    /// Takes an account out after the upstream rejected its key.
+    pub fn mark_rejected(&self, id: AccountId) {
+        let account = self.account(id);
+        if !account.rejected.swap(true, Ordering::Relaxed) {
+            tracing::error!(account = %account.name, key.fp = %account.key.fingerprint(),
+                "the upstream rejected this account's key; it is taken out of every pool");
+        }
+    }
+}
+
+/// The environment variable that holds an account's key.
+pub fn key_variable(account: &str) -> String {
+    let name: String = account
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("OTPGATE_ACCOUNT_{name}_KEY")
+}
+
+fn read_key(account: &str, key_file: Option<&str>) -> Result<ApiKey, ConfigError> {
+    let entry = |reason: String| ConfigError::Entry {
+        table: "accounts",
+        name: account.to_owned(),
+        reason,
+    };
+    let raw = match key_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| entry(format!("cannot read key_file {path:?}: {e}")))?,
+        None => {
+            let variable = key_variable(account);
+            std::env::var(&variable)
+                .map_err(|_| entry(format!("no key_file and {variable} is not set")))?
+        }
+    };
+    let value = HeaderValue::from_str(raw.trim())
+        .map_err(|_| entry("the key is not a valid header value".into()))?;
+    ApiKey::from_header(Some(&value)).ok_or_else(|| entry("the key is empty".into()))
+}
