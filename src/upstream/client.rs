@@ -133,7 +133,7 @@ impl UpstreamClient {
             .build(connector);
         Self {
             http,
-            base: config.base_url.trim_end_matches('/').to_owned(),
+            base: without_userinfo(config.base_url.trim_end_matches('/')),
             response_timeout: secs(config.response_timeout_seconds),
             max_body_bytes: config.max_body_bytes,
             block_cooldown,
@@ -236,6 +236,22 @@ impl UpstreamClient {
             return Err(UpstreamError::HtmlPage { status });
         }
         Ok(())
+    }
+}
+
+/// The base URL without `user:password@`: credentials are never sent, and
+/// the connection pool (which logs its keys at debug) never sees them.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            tracing::warn!("credentials in upstream.base_url are ignored");
+            format!("{scheme}://{}", &rest[at + 1..])
+        }
+        None => url.to_owned(),
     }
 }
 
