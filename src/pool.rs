@@ -83,6 +83,11 @@ impl Caller {
         }
     }
 
+    /// Queue flow: calls of one caller take turns with other callers' calls.
+    pub fn flow(&self) -> u64 {
+        flow_of(&self.identity())
+    }
+
     /// Label for metrics and logs: a client's name, or the key's fingerprint.
     pub fn label(&self) -> String {
         match self {
@@ -246,6 +251,14 @@ impl Pool {
                 "the upstream rejected this account's key; it is taken out of every pool");
         }
     }
+}
+
+/// Queue flow of an identity; stable within one process.
+pub fn flow_of(identity: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    identity.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The environment variable that holds an account's key.

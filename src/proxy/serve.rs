@@ -28,6 +28,7 @@ pub(super) struct Target {
     key: Option<ApiKey>,
     egress: EgressId,
     account: Option<AccountId>,
+    flow: u64,
 }
 
 impl Target {
@@ -49,37 +50,43 @@ impl Target {
             priority,
             deadline,
             egress: self.egress,
+            flow: self.flow,
         }
     }
 }
 
 impl Gateway {
     /// A caller's own key, on the first egress (pass-through mode).
-    fn own_target(&self, key: &ApiKey) -> Target {
+    fn own_target(&self, key: &ApiKey, flow: u64) -> Target {
+        let key = Some(key.clone());
         Target {
-            key: Some(key.clone()),
+            key,
             egress: EgressId(0),
             account: None,
+            flow,
         }
     }
 
     /// No key at all, on whichever egress is free first.
-    fn keyless_target(&self, priority: Priority) -> Target {
+    fn keyless_target(&self, priority: Priority, flow: u64) -> Target {
         let all = (0..self.upstream.egresses().len()).map(EgressId);
         let egress = self.upstream.soonest(all, priority).unwrap_or(EgressId(0));
         Target {
             key: None,
             egress,
             account: None,
+            flow,
         }
     }
 
-    fn account_target(&self, id: AccountId) -> Target {
+    fn account_target(&self, id: AccountId, flow: u64) -> Target {
         let account = self.pool.account(id);
+        let key = Some(account.key().clone());
         Target {
-            key: Some(account.key().clone()),
+            key,
             egress: account.egress,
             account: Some(id),
+            flow,
         }
     }
 
@@ -90,15 +97,16 @@ impl Gateway {
         route: &Route,
         priority: Priority,
     ) -> Result<Target, ProxyError> {
+        let flow = caller.flow();
         match caller {
-            Caller::PassThrough(key) if route.keyed => Ok(self.own_target(key)),
+            Caller::PassThrough(key) if route.keyed => Ok(self.own_target(key, flow)),
             Caller::Pooled(client) if route.keyed => {
                 let buying = route.class == RouteClass::Mutating;
                 let id = self.pool.choose(client, &self.upstream, priority, buying)?;
-                Ok(self.account_target(id))
+                Ok(self.account_target(id, flow))
             }
             Caller::Anonymous if route.keyed => Err(ProxyError::MissingKey),
-            _ => Ok(self.keyless_target(priority)),
+            _ => Ok(self.keyless_target(priority, flow)),
         }
     }
 
@@ -106,12 +114,13 @@ impl Gateway {
     /// for a pooled client, no key on lookups (they need none) and the first
     /// account of its pool on unknown paths.
     pub(super) fn target_for_forward(&self, caller: &Caller, route: &Route) -> Target {
+        let flow = caller.flow();
         match caller {
-            Caller::PassThrough(key) => self.own_target(key),
+            Caller::PassThrough(key) => self.own_target(key, flow),
             Caller::Pooled(client) if route.class == RouteClass::Unknown => {
-                self.account_target(client.pool[0])
+                self.account_target(client.pool[0], flow)
             }
-            _ => self.keyless_target(Priority::Interactive),
+            _ => self.keyless_target(Priority::Interactive, flow),
         }
     }
 
@@ -141,7 +150,7 @@ impl Gateway {
         query: Option<&str>,
     ) -> Result<Target, ProxyError> {
         let client = match caller {
-            Caller::PassThrough(key) => return Ok(self.own_target(key)),
+            Caller::PassThrough(key) => return Ok(self.own_target(key, caller.flow())),
             Caller::Anonymous => return Err(ProxyError::MissingKey),
             Caller::Pooled(client) => client,
         };
@@ -158,7 +167,7 @@ impl Gateway {
         let owned = affinity.filter(|a| a.owner == caller.identity());
         let account = owned.and_then(|a| self.pool.account_id(&a.account));
         match account {
-            Some(account) => Ok(self.account_target(account)),
+            Some(account) => Ok(self.account_target(account, caller.flow())),
             None => {
                 tracing::debug!(client = %client.name, route = route.template, "id not owned");
                 Err(ProxyError::IdNotFound)
@@ -241,8 +250,9 @@ impl Gateway {
         deadline: Instant,
         record: &mut Record,
     ) -> Served {
+        let flow = crate::pool::flow_of(&format!("client:{}", client.name));
         let reads = client.pool.iter().map(|id| {
-            let target = self.account_target(*id);
+            let target = self.account_target(*id, flow);
             let call = call.clone();
             async move { self.fetch_per_key(route, call, &target, deadline).await }
         });
@@ -381,7 +391,7 @@ impl Gateway {
             content_type: None,
             body: Bytes::new(),
         };
-        let target = self.own_target(key);
+        let target = self.own_target(key, Caller::PassThrough(key.clone()).flow());
         let (stored, _) = self.fetch_per_key(balance, call, &target, deadline).await?;
         match self.verdicts.verdict(key).await {
             Some(Verdict::Accepted) => Ok(None),

@@ -50,6 +50,8 @@ pub struct CallMeta {
     pub deadline: Instant,
     /// The egress it leaves by.
     pub egress: EgressId,
+    /// The caller, for taking turns in the queue (see `pacer`).
+    pub flow: u64,
 }
 
 /// The upstream as the rest of the gateway sees it.
@@ -143,7 +145,7 @@ impl Upstream {
         let mut last_error = None;
         for _ in 0..attempts {
             let slot = tokio::select! {
-                slot = self.egress(meta.egress).pacer.acquire(meta.priority, meta.deadline) => slot,
+                slot = self.egress(meta.egress).pacer.acquire(meta.priority, meta.deadline, meta.flow) => slot,
                 () = &mut give_up => return Err(ProxyError::Abandoned),
             };
             let slot = slot.map_err(ProxyError::Refused)?;

@@ -6,7 +6,6 @@
 //! that goes away while queued leaves no trace. The pacer grants slots; it
 //! does not send anything itself.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,7 +122,7 @@ impl Waiter {
 
 #[derive(Default)]
 struct Queues {
-    by_priority: [VecDeque<Waiter>; 3],
+    by_priority: [FairQueue<Waiter>; 3],
     blocked_until: Option<Instant>,
     closed: bool,
     /// When the limiter will next admit a call, as far as the pacer knows.
@@ -138,19 +137,22 @@ impl Queues {
     }
 
     fn len(&self) -> usize {
-        self.by_priority.iter().map(VecDeque::len).sum()
+        self.by_priority.iter().map(FairQueue::len).sum()
     }
 
-    fn ahead_of(&self, priority: Priority) -> usize {
-        self.by_priority[..=priority as usize]
+    /// Calls served before a new one of `flow` at `priority`: every call of
+    /// a more urgent priority, and the flow's turns at its own.
+    fn ahead_of(&self, priority: Priority, flow: u64) -> usize {
+        let urgent: usize = self.by_priority[..priority as usize]
             .iter()
-            .map(VecDeque::len)
-            .sum()
+            .map(FairQueue::len)
+            .sum();
+        urgent + self.by_priority[priority as usize].ahead_of(flow)
     }
 
     fn pop_next(&mut self) -> Option<Waiter> {
         self.by_priority.iter_mut().find_map(|queue| {
-            while let Some(waiter) = queue.pop_front() {
+            while let Some(waiter) = queue.pop() {
                 if waiter.is_live() {
                     return Some(waiter);
                 }
@@ -161,7 +163,7 @@ impl Queues {
 
     fn refuse_all(&mut self, refusal: Refusal) {
         for queue in &mut self.by_priority {
-            for waiter in queue.drain(..) {
+            for waiter in queue.extract(|_| true) {
                 let _ = waiter.grant.send(Err(refusal));
             }
         }
@@ -222,17 +224,26 @@ impl Pacer {
         &self.egress
     }
 
-    /// Waits for a slot. Dropping the returned future gives the place up.
+    /// Waits for a slot; `flow` (the caller) decides whose turn it is among
+    /// calls of the same priority. Dropping the returned future gives the
+    /// place up.
     ///
     /// Refused at once when the queue is full, the egress is blocked, or the
     /// predicted start (slots ahead × period) is past `deadline`.
-    pub async fn acquire(&self, priority: Priority, deadline: Instant) -> Result<Slot, Refusal> {
-        let receiver = self.enqueue(priority, deadline).inspect_err(|refusal| {
-            self.metrics
-                .refusals
-                .with_label_values(&[refusal.reason()])
-                .inc();
-        })?;
+    pub async fn acquire(
+        &self,
+        priority: Priority,
+        deadline: Instant,
+        flow: u64,
+    ) -> Result<Slot, Refusal> {
+        let receiver = self
+            .enqueue(priority, deadline, flow)
+            .inspect_err(|refusal| {
+                self.metrics
+                    .refusals
+                    .with_label_values(&[refusal.reason()])
+                    .inc();
+            })?;
         // The dispatcher refuses expired waiters when it next wakes, which can
         // be up to a period late; the caller's own deadline is kept exactly.
         match tokio::time::timeout_at(deadline, receiver).await {
@@ -251,6 +262,7 @@ impl Pacer {
         &self,
         priority: Priority,
         deadline: Instant,
+        flow: u64,
     ) -> Result<oneshot::Receiver<Result<Slot, Refusal>>, Refusal> {
         let now = Instant::now();
         let mut queues = self.queues.lock().expect("pacer lock");
@@ -267,7 +279,7 @@ impl Pacer {
 
         queues.prune();
         let next_free = queues.next_free.map_or(now, |at| at.max(now));
-        let ahead = queues.ahead_of(priority) as u32;
+        let ahead = queues.ahead_of(priority, flow) as u32;
         let predicted = next_free + self.plan.period * ahead;
         if predicted > deadline {
             return Err(Refusal::DeadlineUnreachable {
@@ -285,7 +297,7 @@ impl Pacer {
             enqueued: now,
             grant,
         };
-        queues.by_priority[priority as usize].push_back(waiter);
+        queues.by_priority[priority as usize].push(flow, waiter);
         self.publish_depth(&queues);
         drop(queues);
         self.work.notify_one();
@@ -302,7 +314,7 @@ impl Pacer {
         }
         queues.prune();
         let next_free = queues.next_free.map_or(now, |at| at.max(now));
-        Some(next_free + self.plan.period * queues.ahead_of(priority) as u32)
+        Some(next_free + self.plan.period * queues.ahead_of(priority, 0) as u32)
     }
 
     /// Stops all calls on this egress until `until`; queued calls are refused.
@@ -432,10 +444,7 @@ impl Pacer {
     fn refuse_expired(&self, queues: &mut Queues, now: Instant) {
         let ahead = queues.len() as u32;
         for queue in &mut queues.by_priority {
-            let (expired, kept): (VecDeque<_>, VecDeque<_>) =
-                queue.drain(..).partition(|waiter| waiter.deadline < now);
-            *queue = kept;
-            for waiter in expired {
+            for waiter in queue.extract(|waiter| waiter.deadline < now) {
                 let retry_after = self.plan.period * ahead.max(1);
                 self.metrics.refusals.with_label_values(&["deadline"]).inc();
                 let _ = waiter
@@ -461,6 +470,10 @@ enum Wait {
     Until(Instant),
     Granted,
 }
+
+mod fair;
+
+use fair::FairQueue;
 
 #[cfg(test)]
 mod tests;

@@ -28,7 +28,10 @@ async fn slots_are_granted_one_period_apart() {
         .map(|_| {
             let pacer = Arc::clone(&pacer);
             tokio::spawn(async move {
-                pacer.acquire(Priority::Interactive, far()).await.unwrap();
+                pacer
+                    .acquire(Priority::Interactive, far(), 0)
+                    .await
+                    .unwrap();
                 Instant::now()
             })
         })
@@ -63,7 +66,7 @@ async fn a_mutating_call_overtakes_queued_reads() {
         let pacer = Arc::clone(&pacer);
         let order_tx = order_tx.clone();
         tokio::spawn(async move {
-            pacer.acquire(priority, far()).await.unwrap();
+            pacer.acquire(priority, far(), 0).await.unwrap();
             order_tx.send(priority).unwrap();
         });
         if i == 0 {
@@ -91,13 +94,13 @@ async fn a_call_that_cannot_start_before_its_deadline_is_refused_at_once() {
     let pacer = pacer(16);
     let _first = tokio::spawn({
         let pacer = Arc::clone(&pacer);
-        async move { pacer.acquire(Priority::Interactive, far()).await }
+        async move { pacer.acquire(Priority::Interactive, far(), 0).await }
     });
     tokio::task::yield_now().await;
 
     let deadline = Instant::now() + Duration::from_secs(4);
     let refused = pacer
-        .acquire(Priority::Interactive, deadline)
+        .acquire(Priority::Interactive, deadline, 0)
         .await
         .unwrap_err();
     match refused {
@@ -117,7 +120,7 @@ async fn a_caller_that_gives_up_frees_its_place_and_gets_no_slot() {
     let pacer = pacer(1);
     let queued = tokio::spawn({
         let pacer = Arc::clone(&pacer);
-        async move { pacer.acquire(Priority::Interactive, far()).await }
+        async move { pacer.acquire(Priority::Interactive, far(), 0).await }
     });
     tokio::task::yield_now().await;
     assert_eq!(pacer.queued(), 1);
@@ -126,7 +129,7 @@ async fn a_caller_that_gives_up_frees_its_place_and_gets_no_slot() {
     let _ = queued.await;
     assert_eq!(pacer.queued(), 0, "the abandoned place is free");
 
-    let slot = pacer.acquire(Priority::Interactive, far()).await;
+    let slot = pacer.acquire(Priority::Interactive, far(), 0).await;
     assert!(slot.is_ok(), "the next caller takes the slot: {slot:?}");
 }
 
@@ -135,12 +138,12 @@ async fn a_full_queue_refuses_with_retry_after() {
     let pacer = pacer(2);
     for _ in 0..2 {
         let pacer = Arc::clone(&pacer);
-        tokio::spawn(async move { pacer.acquire(Priority::Interactive, far()).await });
+        tokio::spawn(async move { pacer.acquire(Priority::Interactive, far(), 0).await });
     }
     tokio::task::yield_now().await;
 
     let refused = pacer
-        .acquire(Priority::Interactive, far())
+        .acquire(Priority::Interactive, far(), 0)
         .await
         .unwrap_err();
     assert!(matches!(refused, Refusal::QueueFull { retry_after } if retry_after > Duration::ZERO));
@@ -151,7 +154,7 @@ async fn a_block_refuses_queued_and_new_calls_until_the_cool_down_ends() {
     let pacer = pacer(8);
     let queued = tokio::spawn({
         let pacer = Arc::clone(&pacer);
-        async move { pacer.acquire(Priority::Interactive, far()).await }
+        async move { pacer.acquire(Priority::Interactive, far(), 0).await }
     });
     tokio::task::yield_now().await;
 
@@ -160,12 +163,15 @@ async fn a_block_refuses_queued_and_new_calls_until_the_cool_down_ends() {
     assert!(
         matches!(queued, Refusal::Blocked { retry_after } if retry_after == Duration::from_secs(60))
     );
-    let new = pacer.acquire(Priority::Mutating, far()).await.unwrap_err();
+    let new = pacer
+        .acquire(Priority::Mutating, far(), 0)
+        .await
+        .unwrap_err();
     assert!(matches!(new, Refusal::Blocked { .. }));
 
     tokio::time::sleep(Duration::from_secs(61)).await;
     let probing = pacer
-        .acquire(Priority::Interactive, far())
+        .acquire(Priority::Interactive, far(), 0)
         .await
         .unwrap_err();
     assert!(
@@ -175,7 +181,7 @@ async fn a_block_refuses_queued_and_new_calls_until_the_cool_down_ends() {
 
     pacer.probe_slot().await;
     pacer.reopen();
-    assert!(pacer.acquire(Priority::Interactive, far()).await.is_ok());
+    assert!(pacer.acquire(Priority::Interactive, far(), 0).await.is_ok());
 }
 
 #[tokio::test(start_paused = true)]
@@ -183,14 +189,52 @@ async fn closing_refuses_everything_queued() {
     let pacer = pacer(8);
     let queued = tokio::spawn({
         let pacer = Arc::clone(&pacer);
-        async move { pacer.acquire(Priority::Interactive, far()).await }
+        async move { pacer.acquire(Priority::Interactive, far(), 0).await }
     });
     tokio::task::yield_now().await;
 
     pacer.close();
     assert_eq!(queued.await.unwrap().unwrap_err(), Refusal::ShuttingDown);
     assert_eq!(
-        pacer.acquire(Priority::Mutating, far()).await.unwrap_err(),
+        pacer
+            .acquire(Priority::Mutating, far(), 0)
+            .await
+            .unwrap_err(),
         Refusal::ShuttingDown
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flooding_caller_delays_a_quiet_one_by_one_turn_not_its_whole_backlog() {
+    let pacer = pacer(64);
+    let (order_tx, mut order_rx) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..10 {
+        let (pacer, order_tx) = (Arc::clone(&pacer), order_tx.clone());
+        tokio::spawn(async move {
+            pacer
+                .acquire(Priority::Interactive, far(), 1)
+                .await
+                .unwrap();
+            order_tx.send(("flood", i)).unwrap();
+        });
+    }
+    tokio::task::yield_now().await;
+    let quiet = Arc::clone(&pacer);
+    tokio::spawn(async move {
+        quiet
+            .acquire(Priority::Interactive, far(), 2)
+            .await
+            .unwrap();
+        order_tx.send(("quiet", 0)).unwrap();
+    });
+
+    let mut order = Vec::new();
+    for _ in 0..11 {
+        order.push(order_rx.recv().await.unwrap().0);
+    }
+    let quiet_turn = order.iter().position(|who| *who == "quiet").unwrap();
+    assert_eq!(
+        quiet_turn, 1,
+        "served right after the flood's first call: {order:?}"
     );
 }
