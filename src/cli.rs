@@ -28,6 +28,8 @@ pub enum Command {
     /// Start the simulator and the gateway on loopback, walk through a
     /// purchase as a bot would, then keep serving for you to try.
     Demo(demo::DemoArgs),
+    /// Make a new gateway key for a bot and print the config line that admits it.
+    Keygen(KeygenArgs),
     /// Print the effective configuration (secrets masked) and the pacing plan,
     /// as `serve` with the same flags would run.
     CheckConfig(ServeArgs),
@@ -39,6 +41,14 @@ pub struct ConfigArgs {
     /// TOML file overriding the built-in defaults (see config/default.toml).
     #[arg(long, env = "OTPGATE_CONFIG")]
     pub config: Option<String>,
+}
+
+/// `otpgate keygen`.
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// The client's name in `[[clients]]`.
+    #[arg(long, default_value = "my-bot")]
+    pub name: String,
 }
 
 /// `otpgate serve`.
@@ -65,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sim(args) => Ok(otpgate_sim::run(args).await?),
         Command::Demo(args) => demo::run(args).await,
         Command::CheckConfig(args) => check_config(&args),
+        Command::Keygen(args) => keygen(&args),
     }
 }
 
@@ -114,6 +125,26 @@ fn check_config(args: &ServeArgs) -> anyhow::Result<()> {
     println!(
         "# ceiling: {:.3} upstream calls per second per egress",
         plan.calls_per_second()
+    );
+    Ok(())
+}
+
+/// Prints a fresh gateway key (32 random bytes from the OS, hex) and the
+/// `[[clients]]` entry holding only its SHA-256.
+fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut random = [0_u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut source| source.read_exact(&mut random))
+        .context("cannot read /dev/urandom")?;
+    let key = format!("ogk_{}", hex::encode(random));
+    let digest = crate::auth::Fingerprint::of(key.as_bytes()).to_hex();
+    eprintln!("Give this key to the bot (its x-apikey); it is not stored anywhere:");
+    println!("{key}");
+    eprintln!("\nAdd this to your config file, with the accounts the bot may use:\n");
+    eprintln!(
+        "[[clients]]\nname = {:?}\nkey_sha256 = \"{digest}\"\npool = [\"main\"]",
+        args.name
     );
     Ok(())
 }

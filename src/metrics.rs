@@ -37,6 +37,16 @@ pub struct Metrics {
     pub pacing_period: GaugeVec,
     /// Mutating calls whose outcome is unknown, by route template.
     pub unknown_outcomes: IntCounterVec,
+    /// Client requests by client name (`pass_through`, `anonymous` for the rest) and status.
+    pub client_requests: IntCounterVec,
+    /// Upstream calls made for each client: its share of the upstream budget.
+    pub client_upstream_calls: IntCounterVec,
+    /// Upstream answers by account name and HTTP status.
+    pub account_answers: IntCounterVec,
+    /// Last balance learnt per account, in rupiah.
+    pub account_balance: GaugeVec,
+    /// 1 once the upstream rejected the account's key.
+    pub account_rejected: GaugeVec,
 }
 
 impl Metrics {
@@ -110,6 +120,31 @@ impl Metrics {
                 "Mutating calls whose answer was lost after sending.",
                 &["route"],
             ),
+            client_requests: counter(
+                "otpgate_client_requests_total",
+                "Client requests by client.",
+                &["client", "status"],
+            ),
+            client_upstream_calls: counter(
+                "otpgate_client_upstream_calls_total",
+                "Upstream calls made for each client.",
+                &["client"],
+            ),
+            account_answers: counter(
+                "otpgate_account_answers_total",
+                "Upstream answers by account.",
+                &["account", "status"],
+            ),
+            account_balance: gauge(
+                "otpgate_account_balance_rupiah",
+                "Last balance learnt per account.",
+                &["account"],
+            ),
+            account_rejected: gauge(
+                "otpgate_account_rejected",
+                "1 once the upstream rejected the account's key.",
+                &["account"],
+            ),
             registry,
         };
         metrics.register_all();
@@ -131,6 +166,11 @@ impl Metrics {
             Box::new(self.pacing_worst_case.clone()),
             Box::new(self.pacing_period.clone()),
             Box::new(self.unknown_outcomes.clone()),
+            Box::new(self.client_requests.clone()),
+            Box::new(self.client_upstream_calls.clone()),
+            Box::new(self.account_answers.clone()),
+            Box::new(self.account_balance.clone()),
+            Box::new(self.account_rejected.clone()),
         ];
         for collector in collectors {
             self.registry

@@ -15,6 +15,7 @@ use http::HeaderValue;
 use crate::auth::{ApiKey, Fingerprint};
 use crate::config::{Config, ConfigError};
 use crate::error::ProxyError;
+use crate::metrics::Metrics;
 use crate::upstream::pacer::{Priority, Refusal};
 use crate::upstream::{EgressId, Upstream};
 
@@ -88,7 +89,16 @@ impl Caller {
         flow_of(&self.identity())
     }
 
-    /// Label for metrics and logs: a client's name, or the key's fingerprint.
+    /// Bounded metrics label: a client's name, or `pass_through`/`anonymous`.
+    pub fn metrics_label(&self) -> &str {
+        match self {
+            Caller::PassThrough(_) => "pass_through",
+            Caller::Pooled(client) => &client.name,
+            Caller::Anonymous => "anonymous",
+        }
+    }
+
+    /// Label for logs: a client's name, or the key's fingerprint.
     pub fn label(&self) -> String {
         match self {
             Caller::PassThrough(key) => key.fingerprint().to_string(),
@@ -100,6 +110,7 @@ impl Caller {
 
 /// Accounts and clients.
 pub struct Pool {
+    metrics: Arc<Metrics>,
     accounts: Vec<Account>,
     clients: HashMap<Fingerprint, Arc<Client>>,
     pass_through: bool,
@@ -108,7 +119,11 @@ pub struct Pool {
 impl Pool {
     /// Reads every account's key (from its `key_file`, else from
     /// `OTPGATE_ACCOUNT_<NAME>_KEY`) and indexes clients by key hash.
-    pub fn load(config: &Config, upstream: &Upstream) -> Result<Self, ConfigError> {
+    pub fn load(
+        config: &Config,
+        upstream: &Upstream,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ConfigError> {
         let mut accounts = Vec::new();
         for account in &config.accounts {
             let egress_name = account.egress.as_deref().unwrap_or("default");
@@ -146,10 +161,18 @@ impl Pool {
                 (Fingerprint::from_digest(digest), Arc::new(client))
             })
             .collect();
+        for account in &accounts {
+            metrics
+                .account_rejected
+                .with_label_values(&[&account.name])
+                .set(0.0);
+        }
+        let pass_through = config.auth.pass_through;
         Ok(Self {
+            metrics,
             accounts,
             clients,
-            pass_through: config.auth.pass_through,
+            pass_through,
         })
     }
 
@@ -240,12 +263,31 @@ impl Pool {
 
     /// Records a balance the upstream reported for an account.
     pub fn note_balance(&self, id: AccountId, balance: i64) {
-        self.account(id).balance.store(balance, Ordering::Relaxed);
+        let account = self.account(id);
+        account.balance.store(balance, Ordering::Relaxed);
+        let gauge = self
+            .metrics
+            .account_balance
+            .with_label_values(&[&account.name]);
+        gauge.set(balance as f64);
+    }
+
+    /// Counts an upstream answer for an account.
+    pub fn note_answer(&self, id: AccountId, status: http::StatusCode) {
+        let name = &self.account(id).name;
+        self.metrics
+            .account_answers
+            .with_label_values(&[name, status.as_str()])
+            .inc();
     }
 
     /// Takes an account out after the upstream rejected its key.
     pub fn mark_rejected(&self, id: AccountId) {
         let account = self.account(id);
+        self.metrics
+            .account_rejected
+            .with_label_values(&[&account.name])
+            .set(1.0);
         if !account.rejected.swap(true, Ordering::Relaxed) {
             tracing::error!(account = %account.name, key.fp = %account.key.fingerprint(),
                 "the upstream rejected this account's key; it is taken out of every pool");

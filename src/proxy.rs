@@ -72,6 +72,8 @@ struct Record {
     route: &'static Route,
     cache: Option<CacheResult>,
     caller: Option<String>,
+    /// Bounded client label for metrics.
+    client: Option<String>,
     /// Queue wait and upstream status, when this request caused an upstream call.
     upstream: Option<(Duration, StatusCode)>,
 }
@@ -84,7 +86,7 @@ impl Gateway {
         let store = Store::open(&config.store.path)?;
         tokio::spawn(prune_periodically(Arc::clone(&store)));
         let upstream = Upstream::new(&config, plan, Arc::clone(&metrics));
-        let pool = Arc::new(Pool::load(&config, &upstream)?);
+        let pool = Arc::new(Pool::load(&config, &upstream, Arc::clone(&metrics))?);
         let cache = ResponseCache::new(
             config.cache.max_entries,
             secs(config.cache.max_stale_seconds),
@@ -139,6 +141,7 @@ impl Gateway {
             route: &routes::UNKNOWN,
             cache: None,
             caller: None,
+            client: None,
             upstream: None,
         };
 
@@ -180,6 +183,7 @@ impl Gateway {
 
         let caller = self.identify(&request, route).await?;
         record.caller = Some(caller.label());
+        record.client = Some(caller.metrics_label().to_owned());
         self.check_client_rate(&caller.identity(), peer)?;
 
         let deadline = self.deadline(request.headers());
@@ -328,6 +332,18 @@ impl Gateway {
     ) {
         let route = record.route.template;
         let class = record.route.class.as_str();
+        let client = record.client.as_deref().unwrap_or("anonymous");
+        let metrics = &self.metrics;
+        metrics
+            .client_requests
+            .with_label_values(&[client, status.as_str()])
+            .inc();
+        if record.upstream.is_some() {
+            metrics
+                .client_upstream_calls
+                .with_label_values(&[client])
+                .inc();
+        }
         self.metrics
             .requests
             .with_label_values(&[route, class, status.as_str()])

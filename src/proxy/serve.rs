@@ -428,6 +428,7 @@ impl Gateway {
     async fn learn(&self, target: &Target, answer: &Answer) {
         match (target.account, &target.key) {
             (Some(account), _) => {
+                self.pool.note_answer(account, answer.status);
                 if answer.status == http::StatusCode::UNAUTHORIZED {
                     self.pool.mark_rejected(account);
                 } else if let Some(balance) = crate::once::balance_of(answer) {
