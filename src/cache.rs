@@ -108,6 +108,10 @@ pub struct Policy {
     /// Serve a stale entry at once and refresh it in the background (catalog);
     /// otherwise refresh first and fall back to stale only on failure (status).
     pub stale_while_refresh: bool,
+    /// Also serve a stale entry when the gateway's own queue refuses the
+    /// fetch (deadline, full); otherwise only when the upstream fails or
+    /// blocks. Status and balance must not look current when they are not.
+    pub stale_on_refusal: bool,
 }
 
 type Outcome = Result<Arc<Stored>, Arc<ProxyError>>;
@@ -181,7 +185,7 @@ impl ResponseCache {
             .unwrap_or(Err(Arc::new(ProxyError::Internal)));
         match (outcome, cached) {
             (Ok(stored), _) => Ok((stored, CacheResult::Miss)),
-            (Err(error), Some(stale)) if serves_stale_on(&error) => {
+            (Err(error), Some(stale)) if serves_stale_on(&error, policy) => {
                 tracing::warn!(
                     code = error.code(),
                     "upstream unavailable; serving stale entry"
@@ -255,14 +259,19 @@ impl ResponseCache {
 }
 
 use crate::upstream::pacer::Priority::Background;
+use crate::upstream::pacer::Refusal;
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(3600)
 }
 
 /// Failures during which a stale answer beats an error.
-fn serves_stale_on(error: &ProxyError) -> bool {
-    matches!(error, ProxyError::Refused(_) | ProxyError::Upstream(_))
+fn serves_stale_on(error: &ProxyError, policy: Policy) -> bool {
+    match error {
+        ProxyError::Upstream(_) | ProxyError::Refused(Refusal::Blocked { .. }) => true,
+        ProxyError::Refused(_) => policy.stale_on_refusal,
+        _ => false,
+    }
 }
 
 /// Whether a status answer is final: it will not change any more.

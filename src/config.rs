@@ -93,6 +93,8 @@ pub struct EgressConfig {
     pub name: String,
     /// Local address to send from (a second IP of this machine).
     pub bind: Option<std::net::IpAddr>,
+    /// Outbound proxy: `http://host:port` (CONNECT) or `socks5://host:port`.
+    pub proxy: Option<String>,
 }
 
 /// One `[[accounts]]` entry: a RumahOTP account the gateway holds a key for.
@@ -396,10 +398,12 @@ impl Config {
     /// The configured egresses, or one `default` egress.
     pub fn egress_list(&self) -> Vec<EgressConfig> {
         if self.egresses.is_empty() {
-            return vec![EgressConfig {
+            let default = EgressConfig {
                 name: "default".into(),
                 bind: None,
-            }];
+                proxy: None,
+            };
+            return vec![default];
         }
         self.egresses.clone()
     }
@@ -412,6 +416,10 @@ impl Config {
         };
         let egresses: Vec<String> = self.egress_list().into_iter().map(|e| e.name).collect();
         unique("egresses", self.egresses.iter().map(|e| e.name.as_str()))?;
+        for egress in &self.egresses {
+            crate::upstream::client::Outbound::parse(egress.proxy.as_deref())
+                .map_err(|reason| entry("egresses", &egress.name, reason))?;
+        }
         unique("accounts", self.accounts.iter().map(|a| a.name.as_str()))?;
         unique("clients", self.clients.iter().map(|c| c.name.as_str()))?;
         for account in &self.accounts {

@@ -216,8 +216,8 @@ impl ProxyError {
             ProxyError::BadBody(_) => "The request body could not be read".into(),
             ProxyError::Refused(refusal) => refusal_message(refusal),
             ProxyError::Upstream(e) => upstream_message(e),
-            ProxyError::OutcomeUnknown { .. } => "Outcome unknown: the call reached RumahOTP but \
-                 its answer was lost, so it may or may not have been carried out. Do not \
+            ProxyError::OutcomeUnknown { .. } => "Outcome unknown: the call was sent to RumahOTP \
+                 and its answer was lost, so it may or may not have been carried out. Do not \
                  repeat it blindly: check your balance (and, for a cancel or deposit, the \
                  id's status) first"
                 .into(),
@@ -229,12 +229,12 @@ impl ProxyError {
             } => {
                 let evidence = match (balance_before, balance_now) {
                     (Some(before), Some(now)) => {
-                        format!("; your balance was {before} before it and is {now} now")
+                        format!("; your balance was {before} before it and {now} when last seen")
                     }
                     _ => String::new(),
                 };
                 format!(
-                    "An identical call {} s ago reached RumahOTP but its answer was lost, so it \
+                    "An identical call {} s ago was sent to RumahOTP and its answer was lost, so it \
                      may have been carried out{evidence}. Check your orders or balance before \
                      trying again; if this is a different purchase, send it with a new \
                      Idempotency-Key header",

@@ -17,16 +17,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::{HeaderValue, Method, StatusCode};
+use http::{HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::auth::Fingerprint;
 use crate::error::ProxyError;
 use crate::flight::{self, Flights, Role};
-use crate::routes;
 use crate::store::{Claim, IdemState, Store, StoredAnswer, UnknownOutcome, now_ms};
-use crate::upstream::pacer::Priority;
 use crate::upstream::{Answer, CallMeta, OutboundCall, Upstream};
 
 /// How an answer reached the client, for headers and logs.
@@ -80,8 +78,9 @@ pub struct MutatingCall {
     pub meta: CallMeta,
 }
 
-/// Runs after a successful answer, before anyone hears of it (invalidations).
-pub type AfterSuccess = Box<dyn FnOnce(Answer) -> BoxFuture<'static, ()> + Send>;
+/// Runs once the upstream answered (`Some`) or the answer was lost (`None`),
+/// before anyone hears of it: records and invalidations.
+pub type AfterSettled = Box<dyn FnOnce(Option<Answer>) -> BoxFuture<'static, ()> + Send>;
 
 /// The guards.
 pub struct Once {
@@ -114,8 +113,8 @@ impl Once {
     }
 
     /// Sends `mutating` at most once under its guard; `after` runs on success.
-    pub async fn run(self: &Arc<Self>, mutating: MutatingCall, after: AfterSuccess) -> Outcome {
-        let hash = request_hash(&mutating.call);
+    pub async fn run(self: &Arc<Self>, mutating: MutatingCall, after: AfterSettled) -> Outcome {
+        let hash = request_hash(&mutating.call, mutating.meta.route.cache_params);
         let guard = match &mutating.idempotency_key {
             Some(key) => Guard::Explicit {
                 client: mutating.client.clone(),
@@ -178,17 +177,13 @@ impl Once {
         hash: &str,
         mutating: MutatingCall,
         unwatched: impl std::future::Future<Output = ()>,
-        after: AfterSuccess,
+        after: AfterSettled,
     ) -> Outcome {
         if let Guard::Explicit { client, key } = guard
             && let Some(earlier) = self.claim(client, key, hash).await?
         {
             return earlier;
         }
-        if let Guard::Identical { client, .. } = guard {
-            self.reconcile(client, hash, &mutating).await?;
-        }
-
         let key_fp = key_fingerprint(&mutating.call);
         let balance_before = self
             .last_balance
@@ -197,26 +192,41 @@ impl Once {
             .get(&key_fp)
             .copied();
         let route = mutating.meta.route.template;
-        let result = self
-            .upstream
-            .call(mutating.call, mutating.meta, unwatched)
-            .await;
-        let lost = UnknownOutcome {
+        let pending = UnknownOutcome {
             route: route.to_owned(),
             key_fp,
             balance_before,
             at_ms: now_ms(),
         };
-        self.record(guard, hash, lost, &result).await;
+        if let Guard::Identical { client, .. } = guard {
+            self.hold_if_lost(client, hash).await?;
+            // Durable before sending: if the gateway dies mid-call, the
+            // restarted one holds identical calls as if the answer was lost.
+            let hold = self.settings.unknown_hold;
+            let written = self
+                .store
+                .record_unknown(client, hash, pending.clone(), hold)
+                .await;
+            written.map_err(store_failure)?;
+        }
+
+        let result = self
+            .upstream
+            .call(mutating.call, mutating.meta, unwatched)
+            .await;
+        self.record(guard, hash, pending, &result).await;
         log_settled(route, &mutating.client, &result);
         match result {
             Ok(answer) => {
-                if answer.is_success() {
-                    after(answer.clone()).await;
-                }
+                after(Some(answer.clone())).await;
                 Ok((answer, Delivery::Sent))
             }
-            Err(error) => Err(Arc::new(error)),
+            Err(error) => {
+                if matches!(error, ProxyError::OutcomeUnknown { .. }) {
+                    after(None).await;
+                }
+                Err(Arc::new(error))
+            }
         }
     }
 
@@ -247,71 +257,31 @@ impl Once {
         Ok(Some(outcome))
     }
 
-    /// Lets an identical call through only if no earlier one lost its answer,
-    /// or a fresh balance read shows that one was not carried out.
-    async fn reconcile(
-        &self,
-        client: &str,
-        hash: &str,
-        mutating: &MutatingCall,
-    ) -> Result<(), Arc<ProxyError>> {
-        let Some(lost) = self
+    /// Refuses an identical call while an earlier one's answer is lost (or
+    /// its gateway died mid-call), for `safety.unknown_outcome_hold_seconds`.
+    /// No balance read can prove a call was not carried out (refunds, paid
+    /// deposits and expiries move it too), so none is made: the client is
+    /// told what is known and how to proceed.
+    async fn hold_if_lost(&self, client: &str, hash: &str) -> Result<(), Arc<ProxyError>> {
+        let lost = self
             .store
             .unknown_outcome(client, hash)
             .await
-            .map_err(store_failure)?
-        else {
-            return Ok(());
-        };
-        // Only the same account's balance can prove anything.
-        let same_account = lost.key_fp == key_fingerprint(&mutating.call);
-        let balance_now = if same_account {
-            self.read_balance(mutating).await
-        } else {
-            None
-        };
-        if let (Some(before), Some(now)) = (lost.balance_before, balance_now)
-            && before == now
-        {
-            tracing::info!(client, "lost answer reconciled: not carried out");
-            self.store
-                .clear_unknown(client, hash)
-                .await
-                .map_err(store_failure)?;
-            return Ok(());
-        }
+            .map_err(store_failure)?;
+        let Some(lost) = lost else { return Ok(()) };
         let ago = Duration::from_millis((now_ms() - lost.at_ms).max(0) as u64);
+        let balance_now = self
+            .last_balance
+            .lock()
+            .expect("balance lock")
+            .get(&lost.key_fp)
+            .copied();
         Err(Arc::new(ProxyError::PreviousOutcomeUnknown {
             ago,
             balance_before: lost.balance_before,
             balance_now,
             hold_left: self.settings.unknown_hold.saturating_sub(ago),
         }))
-    }
-
-    /// A fresh balance of the caller's key, through the pacer.
-    async fn read_balance(&self, mutating: &MutatingCall) -> Option<i64> {
-        let route = routes::classify("/v1/user/balance").expect("balance is in the table");
-        let call = OutboundCall {
-            method: Method::GET,
-            path: route.template.to_owned(),
-            query: None,
-            api_key: mutating.call.api_key.clone(),
-            accept: None,
-            content_type: None,
-            body: Bytes::new(),
-        };
-        let meta = CallMeta {
-            priority: Priority::Mutating,
-            route,
-            ..mutating.meta
-        };
-        let answer = self
-            .upstream
-            .call(call, meta, std::future::pending())
-            .await
-            .ok()?;
-        balance_of(&answer)
     }
 
     async fn record(
@@ -332,11 +302,15 @@ impl Once {
             }
             (Guard::Explicit { client, key }, Err(_)) => self.store.release(client, key).await,
             (Guard::Identical { client, .. }, Err(ProxyError::OutcomeUnknown { .. })) => {
+                let lost = UnknownOutcome {
+                    at_ms: now_ms(),
+                    ..lost
+                };
                 self.store
                     .record_unknown(client, hash, lost, self.settings.unknown_hold)
                     .await
             }
-            (Guard::Identical { .. }, _) => Ok(()),
+            (Guard::Identical { client, .. }, _) => self.store.clear_unknown(client, hash).await,
         };
         if let Err(error) = written {
             tracing::error!(%error, "could not record the outcome of a mutating call");
@@ -367,13 +341,19 @@ fn log_settled(route: &str, client: &str, result: &Result<Answer, ProxyError>) {
     }
 }
 
-/// Same call, same hash: method, path, the query's pairs in sorted order
-/// (so parameter order does not matter) and the body.
-pub fn request_hash(call: &OutboundCall) -> String {
-    let mut pairs: Vec<(String, String)> =
-        form_urlencoded::parse(call.query.as_deref().unwrap_or("").as_bytes())
-            .map(|(name, value)| (name.into_owned(), value.into_owned()))
-            .collect();
+/// Same call, same hash: method, path, the route's identifying parameters
+/// (all of them for a route the table does not know) in sorted order, each
+/// at its first occurrence with surrounding spaces trimmed, as the upstream
+/// reads them, and the body. Junk parameters cannot make a retry look new.
+pub fn request_hash(call: &OutboundCall, identifying: &[&str]) -> String {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let query = call.query.as_deref().unwrap_or("");
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let wanted = identifying.is_empty() || identifying.contains(&name.as_ref());
+        if wanted && !pairs.iter().any(|(seen, _)| *seen == name) {
+            pairs.push((name.into_owned(), value.trim().to_owned()));
+        }
+    }
     pairs.sort();
     let mut hasher = Sha256::new();
     hasher.update(call.method.as_str());
@@ -436,6 +416,7 @@ fn store_failure(error: crate::store::StoreError) -> Arc<ProxyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Method;
 
     fn call(query: &str) -> OutboundCall {
         OutboundCall {
@@ -449,12 +430,26 @@ mod tests {
         }
     }
 
+    const ORDER: &[&str] = &["number_id", "provider_id", "operator_id"];
+
     #[test]
     fn parameter_order_does_not_change_the_hash_but_values_do() {
-        let a = request_hash(&call("number_id=1&provider_id=2&operator_id=1"));
-        let b = request_hash(&call("operator_id=1&provider_id=2&number_id=1"));
-        let c = request_hash(&call("number_id=2&provider_id=2&operator_id=1"));
+        let a = request_hash(&call("number_id=1&provider_id=2&operator_id=1"), ORDER);
+        let b = request_hash(&call("operator_id=1&provider_id=2&number_id=1"), ORDER);
+        let c = request_hash(&call("number_id=2&provider_id=2&operator_id=1"), ORDER);
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn junk_repeats_and_spaces_do_not_make_a_call_look_new() {
+        let plain = request_hash(&call("number_id=1&provider_id=2&operator_id=1"), ORDER);
+        for variant in [
+            "number_id=1&provider_id=2&operator_id=1&_=1733",
+            "number_id=1&provider_id=2&operator_id=1&operator_id=1",
+            "number_id=1&provider_id=2&operator_id=+1",
+        ] {
+            assert_eq!(request_hash(&call(variant), ORDER), plain, "{variant}");
+        }
     }
 }

@@ -224,6 +224,12 @@ impl Gateway {
         deadline: Instant,
         record: &mut Record,
     ) -> Served {
+        if let Caller::PassThrough(key) = caller
+            && route.keyed
+            && let Some(refusal) = self.ensure_accepted(key, deadline).await?
+        {
+            return Ok(refusal);
+        }
         match route.class {
             RouteClass::Catalog => {
                 self.serve_catalog(route, call, caller, deadline, record)
@@ -298,10 +304,12 @@ impl Gateway {
             Freshness::Balance => c.balance_ttl_seconds,
             Freshness::Never => 0.0,
         };
+        let catalog = route.class == RouteClass::Catalog;
         Policy {
             ttl: secs(ttl),
             final_ttl: secs(c.final_status_ttl_seconds).max(secs(ttl)),
-            stale_while_refresh: route.class == RouteClass::Catalog,
+            stale_while_refresh: catalog,
+            stale_on_refusal: catalog,
         }
     }
 

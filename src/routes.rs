@@ -93,7 +93,9 @@ pub struct Route {
     pub allows_post: bool,
     /// Reuse time of a successful answer.
     pub freshness: Freshness,
-    /// Query parameters that change the answer; the rest stay out of cache keys.
+    /// Query parameters that matter: for a read, those that change the answer
+    /// (the rest stay out of cache keys); for a write, those that make two
+    /// calls the same call (for joining and holding identical calls).
     pub cache_params: &'static [&'static str],
     /// The parameter naming the id this call reads or changes.
     pub id: Option<(&'static str, IdKind)>,
@@ -163,6 +165,7 @@ pub static ROUTES: &[Route] = &[
     },
     route("/v1/user/balance", AccountRead, true),
     Route {
+        cache_params: &["number_id", "provider_id", "operator_id"],
         invalidates: Invalidates {
             status: false,
             balance: true,
@@ -176,6 +179,7 @@ pub static ROUTES: &[Route] = &[
         ..route("/v1/orders/get_status", Status, true)
     },
     Route {
+        cache_params: &["order_id", "status"],
         id: Some(("order_id", IdKind::Order)),
         invalidates: Invalidates {
             status: true,
@@ -184,10 +188,12 @@ pub static ROUTES: &[Route] = &[
         ..route("/v1/orders/set_status", Mutating, true)
     },
     Route {
+        cache_params: &["amount", "payment_id"],
         creates: Some(IdKind::Deposit),
         ..route("/v1/deposit/create", Mutating, true)
     },
     Route {
+        cache_params: &["amount", "payment_id"],
         creates: Some(IdKind::Deposit),
         ..route("/v2/deposit/create", Mutating, true)
     },
@@ -202,6 +208,7 @@ pub static ROUTES: &[Route] = &[
         ..route("/v2/deposit/get_status", Status, true)
     },
     Route {
+        cache_params: &["deposit_id"],
         id: Some(("deposit_id", IdKind::Deposit)),
         invalidates: Invalidates {
             status: true,
@@ -212,6 +219,7 @@ pub static ROUTES: &[Route] = &[
     route("/v1/h2h/check/rekening", Lookup, false),
     route("/v1/h2h/check/username", Lookup, false),
     Route {
+        cache_params: &["id", "target"],
         allows_post: true,
         invalidates: Invalidates {
             status: false,

@@ -76,7 +76,7 @@ async fn the_same_idempotency_key_with_another_call_is_refused_without_an_upstre
     stack.sim.set_fault(slow_orders(1000));
 
     let first = send(&stack, &create, &[("idempotency-key", "idem-0002")]);
-    let other = format!("{create}&service_id=99");
+    let other = create.replace("operator_id=1", "operator_id=2");
     let second = async {
         tokio::time::sleep(Duration::from_millis(50)).await;
         send(&stack, &other, &[("idempotency-key", "idem-0002")]).await
@@ -169,7 +169,9 @@ async fn after_a_lost_answer_an_identical_call_is_held_while_the_balance_shows_a
 }
 
 #[tokio::test]
-async fn after_a_lost_answer_that_bought_nothing_an_identical_call_goes_through() {
+async fn after_a_lost_answer_an_identical_call_is_held_even_when_the_balance_looks_unchanged() {
+    // A balance read cannot prove a lost buy was not made (refunds, paid
+    // deposits and expiries move it too), so the hold stands without one.
     let stack = start_with(|_| {}, |_| {}).await;
     let create = create_path(&stack).await;
     send(&stack, "/v1/user/balance", &[]).await;
@@ -186,12 +188,24 @@ async fn after_a_lost_answer_that_bought_nothing_an_identical_call_goes_through(
         (502, Some("outcome_unknown")),
         "{lost}"
     );
-    let (status, _, placed) = send(&stack, &create, &[]).await;
+    let before = stack.sim.requests().len();
+    let (status, _, held) = send(&stack, &create, &[]).await;
     assert_eq!(
-        status, 200,
-        "the balance is unchanged, so nothing was bought: {placed}"
+        (status, held["error"]["code"].as_str()),
+        (409, Some("previous_outcome_unknown"))
     );
-    assert_eq!(stack.sim.stats().orders_created, 1);
+    assert_eq!(
+        stack.sim.requests().len(),
+        before,
+        "holding costs no upstream call"
+    );
+    let variant = format!("{create}&_=1733&operator_id=1");
+    let (status, _, _) = send(&stack, &variant, &[]).await;
+    assert_eq!(
+        status, 409,
+        "junk and repeated parameters do not make it a new call"
+    );
+    assert_eq!(stack.sim.stats().orders_created, 0);
     stack.stop().await;
 }
 

@@ -44,6 +44,7 @@ fn configure(config: &mut Config, dir: &std::path::Path, accounts: &[String], cl
         .map(|(name, ip)| EgressConfig {
             name: (*name).into(),
             bind: Some(ip.into()),
+            proxy: None,
         })
         .collect();
     config.accounts = EGRESS_OF

@@ -14,7 +14,7 @@ use super::{Gateway, Record, Served};
 use crate::auth::{ApiKey, Verdict};
 use crate::cache::{CacheKey, CacheResult, Scope, Stored};
 use crate::error::ProxyError;
-use crate::once::{AfterSuccess, Delivery, MutatingCall};
+use crate::once::{AfterSettled, Delivery, MutatingCall};
 use crate::pool::{AccountId, Caller, Client};
 use crate::routes::{self, Route, RouteClass};
 use crate::store::Affinity;
@@ -137,7 +137,10 @@ impl Gateway {
             .upstream
             .call(target.apply(call), meta, std::future::pending())
             .await?;
-        self.learn(target, &answer).await;
+        // A route that needs no key says nothing about the key sent with it.
+        if route.keyed {
+            self.learn(target, &answer).await;
+        }
         Ok(answer)
     }
 
@@ -184,12 +187,6 @@ impl Gateway {
         deadline: Instant,
         record: &mut Record,
     ) -> Served {
-        if let Caller::PassThrough(key) = caller
-            && route.keyed
-            && let Some(refusal) = self.ensure_accepted(key, deadline).await?
-        {
-            return Ok(refusal);
-        }
         let target = self.target_for_new(caller, route, Priority::Interactive)?;
         let cache_key = CacheKey::new(Scope::Shared, route, call.query.as_deref());
         let meta = target.meta(route, Priority::Interactive, deadline);
@@ -212,7 +209,8 @@ impl Gateway {
         deadline: Instant,
         record: &mut Record,
     ) -> Served {
-        let (stored, result) = self.fetch_per_key(route, call, target, deadline).await?;
+        let fetched = self.fetch_per_key(route, call, target, deadline, Priority::Interactive);
+        let (stored, result) = fetched.await?;
         self.note_lookup(route, result, &stored.answer, record);
         Ok(answer_response(&stored.answer, Some((result, &stored))))
     }
@@ -223,10 +221,11 @@ impl Gateway {
         call: OutboundCall,
         target: &Target,
         deadline: Instant,
+        priority: Priority,
     ) -> Result<(Arc<Stored>, CacheResult), Arc<ProxyError>> {
         let scope = target.scope();
         let cache_key = CacheKey::new(Scope::Key(&scope), route, call.query.as_deref());
-        let meta = target.meta(route, Priority::Interactive, deadline);
+        let meta = target.meta(route, priority, deadline);
         let policy = self.policy(route);
         let fetched = self
             .cache
@@ -254,7 +253,11 @@ impl Gateway {
         let reads = client.pool.iter().map(|id| {
             let target = self.account_target(*id, flow);
             let call = call.clone();
-            async move { self.fetch_per_key(route, call, &target, deadline).await }
+            async move {
+                let read =
+                    self.fetch_per_key(route, call, &target, deadline, Priority::Interactive);
+                read.await
+            }
         });
         let mut total = 0_i64;
         let mut result = CacheResult::Hit;
@@ -288,8 +291,9 @@ impl Gateway {
     }
 
     /// Buying, cancelling, depositing: sent at most once (see `once`), never
-    /// cached; a success records who made the new id, and makes the id's
-    /// status and the key's balance stale, before anyone hears of it.
+    /// cached; a success records who made the new id, and any settled call
+    /// (answered or lost) makes the id's status and the key's balance stale,
+    /// before anyone hears of it.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn serve_mutating(
         self: &Arc<Self>,
@@ -304,11 +308,15 @@ impl Gateway {
         let query = call.query.clone();
         let gateway = Arc::clone(self);
         let (owner, settled_target) = (caller.identity(), target.clone());
-        let after: AfterSuccess = Box::new(move |answer| {
+        let after: AfterSettled = Box::new(move |answer: Option<Answer>| {
             Box::pin(async move {
-                gateway
-                    .record_creation(route, &owner, &settled_target, &answer)
-                    .await;
+                if let Some(answer) = answer.filter(Answer::is_success) {
+                    gateway
+                        .record_creation(route, &owner, &settled_target, &answer)
+                        .await;
+                }
+                // Also after a lost answer: the balance the client is told to
+                // check must not come from before the call.
                 gateway
                     .invalidate_after(route, &settled_target, query.as_deref())
                     .await;
@@ -371,9 +379,11 @@ impl Gateway {
         }
     }
 
-    /// Checks an unknown key once with a balance call before it may read the
-    /// shared catalog; the upstream's refusal is passed on as it came.
-    async fn ensure_accepted(
+    /// Checks a pass-through key the gateway has not seen accepted, with one
+    /// balance call, before it may read the shared catalog or queue anything
+    /// else; the upstream's refusal is passed on as it came. The check runs
+    /// at background priority, so unknown keys cannot crowd out buys.
+    pub(super) async fn ensure_accepted(
         self: &Arc<Self>,
         key: &ApiKey,
         deadline: Instant,
@@ -392,7 +402,8 @@ impl Gateway {
             body: Bytes::new(),
         };
         let target = self.own_target(key, Caller::PassThrough(key.clone()).flow());
-        let (stored, _) = self.fetch_per_key(balance, call, &target, deadline).await?;
+        let checked = self.fetch_per_key(balance, call, &target, deadline, Priority::Background);
+        let (stored, _) = checked.await?;
         match self.verdicts.verdict(key).await {
             Some(Verdict::Accepted) => Ok(None),
             _ => Ok(Some(answer_response(&stored.answer, None))),

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, StatusCode};
+use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{UpstreamConfig, secs};
@@ -101,11 +102,76 @@ impl UpstreamError {
     }
 }
 
-type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// How an egress reaches the upstream: directly, or through a proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// A direct connection (from `bind`, if set).
+    Direct,
+    /// Through an HTTP proxy's `CONNECT` tunnel at this URI.
+    HttpConnect(Uri),
+    /// Through a SOCKS5 proxy at this URI (names resolved by the proxy).
+    Socks5(Uri),
+}
+
+impl Outbound {
+    /// Reads `http://host:port` (CONNECT) or `socks5://host:port`; `None` is direct.
+    pub fn parse(proxy: Option<&str>) -> Result<Self, String> {
+        let Some(proxy) = proxy else {
+            return Ok(Outbound::Direct);
+        };
+        let uri: Uri = proxy.parse().map_err(|e| format!("proxy {proxy:?}: {e}"))?;
+        if uri.host().is_none() || uri.port_u16().is_none() {
+            return Err(format!("proxy {proxy:?}: expected scheme://host:port"));
+        }
+        match uri.scheme_str() {
+            Some("http") => Ok(Outbound::HttpConnect(uri)),
+            Some("socks5" | "socks5h") => Ok(Outbound::Socks5(uri)),
+            _ => Err(format!(
+                "proxy {proxy:?}: the scheme must be http (CONNECT) or socks5"
+            )),
+        }
+    }
+}
+
+/// The connection pool, whatever the outbound path.
+enum Pool {
+    Direct(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Connect(Client<HttpsConnector<Tunnel<HttpConnector>>, Full<Bytes>>),
+    Socks(Client<HttpsConnector<SocksV5<HttpConnector>>, Full<Bytes>>),
+}
+
+impl Pool {
+    async fn request(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        match self {
+            Pool::Direct(client) => client.request(request).await,
+            Pool::Connect(client) => client.request(request).await,
+            Pool::Socks(client) => client.request(request).await,
+        }
+    }
+}
+
+/// A keep-alive pool over `connector`, TLS by rustls with the bundled roots.
+macro_rules! pool_over {
+    ($connector:expr, $config:expr) => {{
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector($connector);
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(secs($config.pool_idle_timeout_seconds))
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector)
+    }};
+}
 
 /// The pooled client for one egress.
 pub struct UpstreamClient {
-    http: HttpsClient,
+    http: Pool,
     base: String,
     response_timeout: Duration,
     max_body_bytes: usize,
@@ -113,24 +179,29 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// Builds the pool, sending from `bind` when given; TLS uses rustls with
-    /// the bundled Mozilla roots.
-    pub fn new(config: &UpstreamConfig, bind: Option<IpAddr>, block_cooldown: Duration) -> Self {
+    /// Builds the pool, connecting from `bind` when given (to the upstream,
+    /// or to the proxy), directly or through `outbound`'s proxy.
+    pub fn new(
+        config: &UpstreamConfig,
+        bind: Option<IpAddr>,
+        outbound: &Outbound,
+        block_cooldown: Duration,
+    ) -> Self {
         let mut tcp = HttpConnector::new();
         tcp.set_local_address(bind);
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(secs(config.connect_timeout_seconds)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(secs(config.pool_idle_timeout_seconds))
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let http = match outbound {
+            Outbound::Direct => Pool::Direct(pool_over!(tcp, config)),
+            Outbound::HttpConnect(proxy) => {
+                Pool::Connect(pool_over!(Tunnel::new(proxy.clone(), tcp), config))
+            }
+            Outbound::Socks5(proxy) => {
+                let socks = SocksV5::new(proxy.clone(), tcp).local_dns(false);
+                Pool::Socks(pool_over!(socks, config))
+            }
+        };
         Self {
             http,
             base: without_userinfo(config.base_url.trim_end_matches('/')),

@@ -71,7 +71,10 @@ impl Upstream {
             .map(|egress| {
                 let name = egress.name.as_str();
                 let pacer = Pacer::start(name, plan, config.queue.max_len, Arc::clone(&metrics));
-                let client = UpstreamClient::new(&config.upstream, egress.bind, cooldown);
+                let outbound =
+                    client::Outbound::parse(egress.proxy.as_deref()).expect("validated proxy");
+                let client =
+                    UpstreamClient::new(&config.upstream, egress.bind, &outbound, cooldown);
                 publish_plan(&metrics, name, &plan);
                 tracing::info!(
                     egress = name,

@@ -286,7 +286,13 @@ impl Pacer {
                 retry_after: predicted - now,
             });
         }
-        if queues.len() >= self.max_len {
+        // Background work may fill half the queue at most, so that buys and
+        // reads always find a place.
+        let room = match priority {
+            Priority::Background => self.max_len / 2,
+            _ => self.max_len,
+        };
+        if queues.len() >= room.max(1) {
             let retry_after = self.plan.period * queues.len() as u32;
             return Err(Refusal::QueueFull { retry_after });
         }

@@ -74,8 +74,20 @@ async fn create_after_idle_pauses(stack: &Stack) -> CreateTally {
     let mut tally = CreateTally::default();
     for round in 0..ROUNDS {
         tokio::time::sleep(idle_pause(round)).await;
+        // Each round is its own purchase: its own Idempotency-Key (the
+        // `round` parameter only marks it in the audit; it does not make
+        // an identical create a different call).
         let path = format!("{create}&round={round}");
-        let (status, _, body) = stack.get_json(&path, &stack.key_a).await;
+        let response = stack
+            .http
+            .get(stack.url(&path))
+            .header("x-apikey", &stack.key_a)
+            .header("idempotency-key", format!("b01-round-{round}"))
+            .send()
+            .await
+            .expect("gateway answers");
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.expect("JSON");
         if body["success"] == true {
             tally.created += 1;
         } else if error_code(&body) == "outcome_unknown" {
