@@ -647,6 +647,34 @@ mod tests {
     }
 
     #[test]
+    fn an_egress_proxy_of_an_unknown_scheme_names_its_entry() {
+        let mut config = Config::defaults();
+        let proxy = Some("ftp://127.0.0.1:21".into());
+        config.egresses = vec![EgressConfig {
+            name: "via".into(),
+            bind: None,
+            proxy,
+        }];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("`egresses` entry \"via\""), "{err}");
+    }
+
+    #[test]
+    fn a_pool_naming_a_missing_account_names_the_client() {
+        let mut config = Config::defaults();
+        config.clients = vec![ClientConfig {
+            name: "bot".into(),
+            key_sha256: "a".repeat(64),
+            pool: vec!["nowhere".into()],
+        }];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("`clients` entry \"bot\"") && err.contains("nowhere"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_bad_upstream_url_names_its_key() {
         let mut config = Config::defaults();
         config.upstream.base_url = "ftp://example".into();

@@ -571,3 +571,114 @@ async fn a_flooding_client_does_not_raise_another_clients_wait_beyond_its_turn()
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A minimal HTTP CONNECT (or SOCKS5) proxy on loopback whose outbound
+/// connections leave from `source`; counts the tunnels it opened.
+async fn proxy(
+    socks: bool,
+    source: [u8; 4],
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tunnels = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&tunnels);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let counted = std::sync::Arc::clone(&counted);
+            tokio::spawn(async move {
+                let target = if socks {
+                    let mut greeting = [0u8; 2];
+                    inbound.read_exact(&mut greeting).await.ok()?;
+                    let mut methods = vec![0u8; greeting[1] as usize];
+                    inbound.read_exact(&mut methods).await.ok()?;
+                    inbound.write_all(&[5, 0]).await.ok()?;
+                    let mut head = [0u8; 4];
+                    inbound.read_exact(&mut head).await.ok()?;
+                    let host = match head[3] {
+                        1 => {
+                            let mut ip = [0u8; 4];
+                            inbound.read_exact(&mut ip).await.ok()?;
+                            std::net::Ipv4Addr::from(ip).to_string()
+                        }
+                        3 => {
+                            let len = inbound.read_u8().await.ok()? as usize;
+                            let mut name = vec![0u8; len];
+                            inbound.read_exact(&mut name).await.ok()?;
+                            String::from_utf8(name).ok()?
+                        }
+                        _ => return None,
+                    };
+                    let port = inbound.read_u16().await.ok()?;
+                    format!("{host}:{port}")
+                } else {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        head.push(inbound.read_u8().await.ok()?);
+                    }
+                    let line = String::from_utf8_lossy(&head).lines().next()?.to_owned();
+                    line.strip_prefix("CONNECT ")?.split(' ').next()?.to_owned()
+                };
+                let socket = tokio::net::TcpSocket::new_v4().ok()?;
+                socket
+                    .bind((std::net::Ipv4Addr::from(source), 0).into())
+                    .ok()?;
+                let mut outbound = socket.connect(target.parse().ok()?).await.ok()?;
+                let reply: &[u8] = if socks {
+                    &[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]
+                } else {
+                    b"HTTP/1.1 200 Connection Established\r\n\r\n"
+                };
+                inbound.write_all(reply).await.ok()?;
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
+                    .await
+                    .ok()
+            });
+        }
+    });
+    let scheme = if socks { "socks5" } else { "http" };
+    (format!("{scheme}://{addr}"), tunnels)
+}
+
+#[tokio::test]
+async fn an_egress_can_leave_through_an_http_connect_or_socks5_proxy() {
+    let (connect, connect_tunnels) = proxy(false, [127, 0, 0, 5]).await;
+    let (socks, socks_tunnels) = proxy(true, [127, 0, 0, 6]).await;
+    let pools = start_pools(move |config| {
+        config.egresses[0].bind = None;
+        config.egresses[0].proxy = Some(connect);
+        config.egresses[1].bind = None;
+        config.egresses[1].proxy = Some(socks);
+    })
+    .await;
+    // c3's pool: a3 on e1 (CONNECT), a4 on e2 (SOCKS5). Two misses use both.
+    for service in [31, 32, 33] {
+        let (status, body) = pools
+            .get(2, &format!("/v2/countries?service_id={service}"))
+            .await;
+        assert!(status == 200 || status == 400, "{status} {body}");
+    }
+    let sources: std::collections::BTreeSet<_> = pools
+        .stack
+        .sim
+        .requests()
+        .into_iter()
+        .map(|r| r.ip)
+        .collect();
+    assert!(
+        sources.contains("127.0.0.5"),
+        "calls left through the CONNECT proxy: {sources:?}"
+    );
+    assert!(
+        sources.contains("127.0.0.6"),
+        "calls left through the SOCKS5 proxy: {sources:?}"
+    );
+    assert!(connect_tunnels.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert!(socks_tunnels.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    pools.stop().await;
+}
