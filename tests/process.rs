@@ -169,6 +169,75 @@ async fn an_idempotent_buy_answered_before_sigkill_is_replayed_by_the_next_proce
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_order_answered_before_sigkill_still_reaches_its_account_after_restart() {
+    let upstream = Upstream::start().await;
+    let scratch = Scratch::new("sigkill-pool");
+    let store = scratch.file("store.db");
+    let account_key = scratch.write("main.key", &upstream.key);
+    let other_key = scratch.write("other.key", &upstream.other_key);
+    let bot_key = fresh_key("bot");
+    let rival_key = fresh_key("rival");
+    let digest = |key: &str| otpgate::auth::Fingerprint::of(key.as_bytes()).to_hex();
+    let config = scratch.write(
+        "pools.toml",
+        &format!(
+            "[auth]\npass_through = false\n\n\
+             [[accounts]]\nname = \"main\"\nkey_file = {:?}\n\n\
+             [[accounts]]\nname = \"other\"\nkey_file = {:?}\n\n\
+             [[clients]]\nname = \"bot\"\nkey_sha256 = \"{}\"\npool = [\"main\"]\n\n\
+             [[clients]]\nname = \"rival\"\nkey_sha256 = \"{}\"\npool = [\"other\"]\n",
+            account_key.to_str().unwrap(),
+            other_key.to_str().unwrap(),
+            digest(&bot_key),
+            digest(&rival_key),
+        ),
+    );
+    let config = config.to_str().unwrap().to_owned();
+    let env = [("OTPGATE_CONFIG", config.as_str())];
+    let buy = upstream.buy_path().await;
+
+    let mut first = GatewayProcess::start(&scratch, "first", upstream.launch(&store, &env)).await;
+    let bought = get(&first, &buy, Some(&bot_key), None).await;
+    assert_eq!(bought.status, 200, "{}", bought.body);
+    first.kill().await;
+
+    let second = GatewayProcess::start(&scratch, "second", upstream.launch(&store, &env)).await;
+    let order = bought.json()["data"]["order_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = get(
+        &second,
+        &format!("/v1/orders/get_status?order_id={order}"),
+        Some(&bot_key),
+        None,
+    )
+    .await;
+    assert_eq!(status.status, 200, "{}", status.body);
+    let done = format!("/v1/orders/set_status?order_id={order}&status=done");
+    let rival = get(&second, &done, Some(&rival_key), None).await;
+    assert_eq!(
+        rival.status, 404,
+        "another client cannot touch it: {}",
+        rival.body
+    );
+
+    let about_order: Vec<_> = upstream
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.query.as_deref().is_some_and(|q| q.contains(&order)))
+        .collect();
+    assert!(!about_order.is_empty());
+    assert!(
+        about_order
+            .iter()
+            .all(|r| r.key.as_deref() == Some(upstream.key.as_str())),
+        "every call about the order used the account that made it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_order_in_flight_reach_its_client_then_exits_zero() {
     let upstream = Upstream::start().await;
     upstream.sim.set_fault(Fault {
