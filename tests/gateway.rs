@@ -313,14 +313,7 @@ async fn concurrent_polls_of_one_order_by_its_owner_make_one_upstream_call() {
 
 #[tokio::test]
 async fn a_client_that_hangs_up_while_queued_causes_no_upstream_call() {
-    let stack = start_with(
-        |_| {},
-        |gateway| {
-            gateway.pacing.window_seconds = 10.0;
-            gateway.pacing.margin_seconds = 0.1;
-        },
-    )
-    .await;
+    let stack = start_with(|_| {}, common::real_pacing).await;
     let (number_id, provider_id) = offer(&stack, "13").await;
     let create =
         format!("/v2/orders?number_id={number_id}&provider_id={provider_id}&operator_id=1");
@@ -356,14 +349,7 @@ async fn a_client_that_hangs_up_while_queued_causes_no_upstream_call() {
 
 #[tokio::test]
 async fn a_call_that_cannot_start_before_its_deadline_gets_429_at_once() {
-    let stack = start_with(
-        |_| {},
-        |gateway| {
-            gateway.pacing.window_seconds = 10.0;
-            gateway.pacing.margin_seconds = 0.1;
-        },
-    )
-    .await;
+    let stack = start_with(|_| {}, common::real_pacing).await;
     let response = stack
         .http
         .get(stack.url("/v1/user/balance"))

@@ -419,17 +419,27 @@ async fn a_block_on_one_egress_leaves_the_pool_served_by_the_other() {
     pools.stop().await;
 }
 
-/// Paced throughput over `seconds` of virtual time for a client whose pool
-/// spans `egresses` egresses; returns (upstream calls, max in any window, violations).
-async fn flood(egresses: usize, seconds: u64) -> (usize, u64, u64) {
-    let accounts: Vec<String> = (1..=4).map(|i| fresh_key(&format!("fl{i}"))).collect();
-    let clients: Vec<String> = (1..=3).map(|i| fresh_key(&format!("flc{i}"))).collect();
+/// Pools at the real 5-per-10-s pacing for paused-clock tests: the
+/// simulator, a gateway configured by `tune`, and the client keys.
+struct RealPools {
+    sim: otpgate_sim::SimHandle,
+    gateway: otpgate::GatewayHandle,
+    clients: Vec<String>,
+    dir: std::path::PathBuf,
+}
+
+async fn real_pools(label: &str, tune: impl FnOnce(&mut Config)) -> RealPools {
+    let accounts: Vec<String> = (1..=4).map(|i| fresh_key(&format!("{label}{i}"))).collect();
+    let clients: Vec<String> = (1..=3)
+        .map(|i| fresh_key(&format!("{label}c{i}")))
+        .collect();
     let dir = keys_dir();
+    let seeds = accounts
+        .iter()
+        .map(|k| AccountSeed::new(k.clone(), 1_000_000, "f"))
+        .collect();
     let sim_config = SimConfig {
-        accounts: accounts
-            .iter()
-            .map(|k| AccountSeed::new(k.clone(), 1_000_000, "f"))
-            .collect(),
+        accounts: seeds,
         ..SimConfig::default()
     };
     let sim = otpgate_sim::spawn(TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_config).await;
@@ -439,14 +449,38 @@ async fn flood(egresses: usize, seconds: u64) -> (usize, u64, u64) {
     config.limits.client_requests_per_second = 0;
     config.log.filter = "error".into();
     configure(&mut config, &dir, &accounts, &clients);
-    if egresses == 1 {
-        for account in &mut config.accounts {
-            account.egress = Some("e1".into());
-        }
-    }
+    tune(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = otpgate::spawn(config, listener, admin).unwrap();
+    RealPools {
+        sim,
+        gateway,
+        clients,
+        dir,
+    }
+}
+
+fn all_on_one_egress(config: &mut Config) {
+    for account in &mut config.accounts {
+        account.egress = Some("e1".into());
+    }
+}
+
+/// Paced throughput over `seconds` of virtual time for a client whose pool
+/// spans `egresses` egresses; returns (upstream calls, max in any window, violations).
+async fn flood(egresses: usize, seconds: u64) -> (usize, u64, u64) {
+    let RealPools {
+        sim,
+        gateway,
+        clients,
+        dir,
+    } = real_pools("flood", |config| {
+        if egresses == 1 {
+            all_on_one_egress(config);
+        }
+    })
+    .await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
     let started = tokio::time::Instant::now();
@@ -492,30 +526,16 @@ async fn two_egresses_give_twice_the_paced_throughput_of_one() {
 
 #[tokio::test(start_paused = true)]
 async fn a_flooding_client_does_not_raise_another_clients_wait_beyond_its_turn() {
-    let accounts: Vec<String> = (1..=4).map(|i| fresh_key(&format!("fair{i}"))).collect();
-    let clients: Vec<String> = (1..=3).map(|i| fresh_key(&format!("fairc{i}"))).collect();
-    let dir = keys_dir();
-    let sim_config = SimConfig {
-        accounts: accounts
-            .iter()
-            .map(|k| AccountSeed::new(k.clone(), 1_000_000, "f"))
-            .collect(),
-        ..SimConfig::default()
-    };
-    let sim = otpgate_sim::spawn(TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_config).await;
-    let mut config = Config::defaults();
-    config.upstream.base_url = sim.base_url();
-    config.store.path = ":memory:".into();
-    config.limits.client_requests_per_second = 0;
-    config.log.filter = "error".into();
-    config.queue.max_deadline_seconds = 120.0;
-    configure(&mut config, &dir, &accounts, &clients);
-    for account in &mut config.accounts {
-        account.egress = Some("e1".into());
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway = otpgate::spawn(config, listener, admin).unwrap();
+    let RealPools {
+        sim,
+        gateway,
+        clients,
+        dir,
+    } = real_pools("fair", |config| {
+        config.queue.max_deadline_seconds = 120.0;
+        all_on_one_egress(config);
+    })
+    .await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://{}/api", gateway.addr);
 

@@ -66,6 +66,13 @@ async fn loopback() -> TcpListener {
         .expect("bind loopback")
 }
 
+/// Gives the gateway the real 5-per-10-s pacing (one call every 2.6 s),
+/// for tests that need a queue slow enough to observe.
+pub fn real_pacing(config: &mut Config) {
+    config.pacing.window_seconds = 10.0;
+    config.pacing.margin_seconds = 0.1;
+}
+
 /// Both servers with the scaled defaults.
 pub async fn start() -> Stack {
     start_with(|_| {}, |_| {}).await
