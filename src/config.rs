@@ -120,6 +120,12 @@ pub struct ClientConfig {
     pub key_sha256: String,
     /// Names of the accounts this client's calls may use.
     pub pool: Vec<String>,
+    /// Its own limit on requests per second to the gateway (instead of
+    /// `limits.client_requests_per_second`).
+    pub requests_per_second: Option<u32>,
+    /// Calls per turn in the upstream queue against other callers (its share
+    /// of the upstream budget; default 1).
+    pub queue_weight: Option<u32>,
 }
 
 /// `[store]`: where durable records live.
@@ -666,6 +672,8 @@ mod tests {
             name: "bot".into(),
             key_sha256: "a".repeat(64),
             pool: vec!["nowhere".into()],
+            requests_per_second: None,
+            queue_weight: None,
         }];
         let err = config.validate().unwrap_err().to_string();
         assert!(

@@ -16,7 +16,7 @@ use crate::auth::{ApiKey, Fingerprint};
 use crate::config::{Config, ConfigError};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
-use crate::upstream::pacer::{Priority, Refusal};
+use crate::upstream::pacer::{Priority, Refusal, Turn};
 use crate::upstream::{EgressId, Upstream};
 
 /// An index into the gateway's accounts.
@@ -55,12 +55,33 @@ impl Account {
 }
 
 /// A bot with a gateway key.
-#[derive(Debug)]
 pub struct Client {
     /// Name from config.
     pub name: String,
     /// Accounts its calls may use.
     pub pool: Vec<AccountId>,
+    /// Calls per turn in the upstream queue against other callers.
+    pub queue_weight: u32,
+    /// Its own request rate, when configured (else `[limits]` applies).
+    pub rate: Option<Arc<governor::DefaultDirectRateLimiter>>,
+}
+
+impl Client {
+    /// Its turn in the upstream queue.
+    pub fn turn(&self) -> Turn {
+        Turn {
+            flow: flow_of(&format!("client:{}", self.name)),
+            weight: self.queue_weight,
+        }
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Who is calling.
@@ -84,9 +105,15 @@ impl Caller {
         }
     }
 
-    /// Queue flow: calls of one caller take turns with other callers' calls.
-    pub fn flow(&self) -> u64 {
-        flow_of(&self.identity())
+    /// Queue turn: calls of one caller take turns with other callers' calls.
+    pub fn turn(&self) -> Turn {
+        match self {
+            Caller::Pooled(client) => client.turn(),
+            _ => Turn {
+                flow: flow_of(&self.identity()),
+                weight: 1,
+            },
+        }
     }
 
     /// Bounded metrics label: a client's name, or `pass_through`/`anonymous`.
@@ -154,9 +181,17 @@ impl Pool {
                         AccountId(at.expect("validated pool"))
                     })
                     .collect();
+                let rate = client.requests_per_second.map(|rate| {
+                    let rate = std::num::NonZeroU32::new(rate.max(1)).expect("at least 1");
+                    Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(
+                        rate,
+                    )))
+                });
                 let client = Client {
                     name: client.name.clone(),
                     pool,
+                    queue_weight: client.queue_weight.unwrap_or(1).max(1),
+                    rate,
                 };
                 (Fingerprint::from_digest(digest), Arc::new(client))
             })

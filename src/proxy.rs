@@ -184,7 +184,7 @@ impl Gateway {
         let caller = self.identify(&request, route).await?;
         record.caller = Some(caller.label());
         record.client = Some(caller.metrics_label().to_owned());
-        self.check_client_rate(&caller.identity(), peer)?;
+        self.check_client_rate(&caller, peer)?;
 
         let deadline = self.deadline(request.headers());
         let idempotency_key = idempotency_key(request.headers())?;

@@ -67,6 +67,8 @@ fn configure(config: &mut Config, dir: &std::path::Path, accounts: &[String], cl
             name: (*name).into(),
             key_sha256: otpgate::auth::Fingerprint::of(key.as_bytes()).to_hex(),
             pool: pool.iter().map(|a| (*a).to_string()).collect(),
+            requests_per_second: None,
+            queue_weight: None,
         })
         .collect();
 }
@@ -700,5 +702,69 @@ async fn an_egress_can_leave_through_an_http_connect_or_socks5_proxy() {
     );
     assert!(connect_tunnels.load(std::sync::atomic::Ordering::SeqCst) >= 1);
     assert!(socks_tunnels.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    pools.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_of_weight_two_gets_two_calls_per_turn_in_the_upstream_queue() {
+    let RealPools {
+        sim,
+        gateway,
+        clients,
+        dir,
+    } = real_pools("weight", |config| {
+        config.queue.max_deadline_seconds = 120.0;
+        config.clients[0].queue_weight = Some(2);
+        all_on_one_egress(config);
+    })
+    .await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{}/api", gateway.addr);
+    let mut calls = Vec::new();
+    for (client, offset) in [(0, 300), (2, 400)] {
+        for i in 0..6 {
+            let url = format!("{base}/v2/countries?service_id={}", offset + i);
+            let request = http
+                .get(url)
+                .header("x-apikey", &clients[client])
+                .header("prefer", "wait=60");
+            calls.push(tokio::spawn(request.send()));
+        }
+        tokio::task::yield_now().await;
+    }
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+
+    let first_six: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .take(6)
+        .map(|r| r.query.unwrap())
+        .collect();
+    let heavy = first_six
+        .iter()
+        .filter(|q| q.contains("service_id=3"))
+        .count();
+    assert_eq!(
+        heavy, 4,
+        "two turns for the weight-2 client per turn of the other: {first_six:?}"
+    );
+    gateway.shutdown().await;
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_client_with_its_own_rate_is_limited_and_the_others_are_not() {
+    let pools = start_pools(|config| config.clients[0].requests_per_second = Some(2)).await;
+    let mut own = Vec::new();
+    for _ in 0..5 {
+        own.push(pools.get(0, "/v1/h2h/list/rekening").await.0);
+    }
+    assert!(own.contains(&429), "{own:?}");
+    for _ in 0..5 {
+        assert_eq!(pools.get(1, "/v1/h2h/list/rekening").await.0, 200);
+    }
     pools.stop().await;
 }

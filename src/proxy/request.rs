@@ -15,6 +15,7 @@ use super::Gateway;
 use crate::cache::{CacheResult, Stored};
 use crate::config::{Config, secs};
 use crate::error::ProxyError;
+use crate::pool::Caller;
 use crate::routes::Route;
 use crate::store::Store;
 use crate::upstream::{Answer, OutboundCall};
@@ -60,26 +61,36 @@ impl Gateway {
         Ok(())
     }
 
-    /// One client's share of the gateway: by caller identity, else by IP.
-    pub(super) fn check_client_rate(&self, identity: &str, peer: IpAddr) -> Result<(), ProxyError> {
-        let Some(limiter) = &self.client_rate else {
-            return Ok(());
-        };
-        let client = if identity == "anonymous" {
-            format!("ip {peer}")
-        } else {
-            identity.to_owned()
-        };
-        limiter.check_key(&client).map_err(|not_until| {
-            let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
+    /// One client's share of the gateway: a configured client's own rate if
+    /// it has one, else `[limits]` by caller identity (by IP without a key).
+    pub(super) fn check_client_rate(
+        &self,
+        caller: &Caller,
+        peer: IpAddr,
+    ) -> Result<(), ProxyError> {
+        let now = || governor::clock::Clock::now(&governor::clock::DefaultClock::default());
+        let refused = |not_until: governor::NotUntil<_>| {
             self.metrics
                 .refusals
                 .with_label_values(&["client_rate"])
                 .inc();
             ProxyError::ClientRateLimited {
-                retry_after: not_until.wait_time_from(now),
+                retry_after: not_until.wait_time_from(now()),
             }
-        })
+        };
+        if let Caller::Pooled(client) = caller
+            && let Some(rate) = &client.rate
+        {
+            return rate.check().map_err(refused);
+        }
+        let Some(limiter) = &self.client_rate else {
+            return Ok(());
+        };
+        let client = match caller {
+            Caller::Anonymous => format!("ip {peer}"),
+            _ => caller.identity(),
+        };
+        limiter.check_key(&client).map_err(refused)
     }
 
     /// The latest time a call may start: `Prefer: wait=N` seconds, bounded by

@@ -18,7 +18,7 @@ use crate::once::{AfterSettled, Delivery, MutatingCall};
 use crate::pool::{AccountId, Caller, Client};
 use crate::routes::{self, Route, RouteClass};
 use crate::store::Affinity;
-use crate::upstream::pacer::Priority;
+use crate::upstream::pacer::{Priority, Turn};
 use crate::upstream::{Answer, CallMeta, EgressId, OutboundCall};
 
 /// The upstream identity a call uses: the key it carries, the egress it
@@ -28,7 +28,7 @@ pub(super) struct Target {
     key: Option<ApiKey>,
     egress: EgressId,
     account: Option<AccountId>,
-    flow: u64,
+    turn: Turn,
 }
 
 impl Target {
@@ -50,43 +50,43 @@ impl Target {
             priority,
             deadline,
             egress: self.egress,
-            flow: self.flow,
+            turn: self.turn,
         }
     }
 }
 
 impl Gateway {
     /// A caller's own key, on the first egress (pass-through mode).
-    fn own_target(&self, key: &ApiKey, flow: u64) -> Target {
+    fn own_target(&self, key: &ApiKey, turn: Turn) -> Target {
         let key = Some(key.clone());
         Target {
             key,
             egress: EgressId(0),
             account: None,
-            flow,
+            turn,
         }
     }
 
     /// No key at all, on whichever egress is free first.
-    fn keyless_target(&self, priority: Priority, flow: u64) -> Target {
+    fn keyless_target(&self, priority: Priority, turn: Turn) -> Target {
         let all = (0..self.upstream.egresses().len()).map(EgressId);
         let egress = self.upstream.soonest(all, priority).unwrap_or(EgressId(0));
         Target {
             key: None,
             egress,
             account: None,
-            flow,
+            turn,
         }
     }
 
-    fn account_target(&self, id: AccountId, flow: u64) -> Target {
+    fn account_target(&self, id: AccountId, turn: Turn) -> Target {
         let account = self.pool.account(id);
         let key = Some(account.key().clone());
         Target {
             key,
             egress: account.egress,
             account: Some(id),
-            flow,
+            turn,
         }
     }
 
@@ -97,16 +97,16 @@ impl Gateway {
         route: &Route,
         priority: Priority,
     ) -> Result<Target, ProxyError> {
-        let flow = caller.flow();
+        let turn = caller.turn();
         match caller {
-            Caller::PassThrough(key) if route.keyed => Ok(self.own_target(key, flow)),
+            Caller::PassThrough(key) if route.keyed => Ok(self.own_target(key, turn)),
             Caller::Pooled(client) if route.keyed => {
                 let buying = route.class == RouteClass::Mutating;
                 let id = self.pool.choose(client, &self.upstream, priority, buying)?;
-                Ok(self.account_target(id, flow))
+                Ok(self.account_target(id, turn))
             }
             Caller::Anonymous if route.keyed => Err(ProxyError::MissingKey),
-            _ => Ok(self.keyless_target(priority, flow)),
+            _ => Ok(self.keyless_target(priority, turn)),
         }
     }
 
@@ -114,13 +114,13 @@ impl Gateway {
     /// for a pooled client, no key on lookups (they need none) and the first
     /// account of its pool on unknown paths.
     pub(super) fn target_for_forward(&self, caller: &Caller, route: &Route) -> Target {
-        let flow = caller.flow();
+        let turn = caller.turn();
         match caller {
-            Caller::PassThrough(key) => self.own_target(key, flow),
+            Caller::PassThrough(key) => self.own_target(key, turn),
             Caller::Pooled(client) if route.class == RouteClass::Unknown => {
-                self.account_target(client.pool[0], flow)
+                self.account_target(client.pool[0], turn)
             }
-            _ => self.keyless_target(Priority::Interactive, flow),
+            _ => self.keyless_target(Priority::Interactive, turn),
         }
     }
 
@@ -153,7 +153,7 @@ impl Gateway {
         query: Option<&str>,
     ) -> Result<Target, ProxyError> {
         let client = match caller {
-            Caller::PassThrough(key) => return Ok(self.own_target(key, caller.flow())),
+            Caller::PassThrough(key) => return Ok(self.own_target(key, caller.turn())),
             Caller::Anonymous => return Err(ProxyError::MissingKey),
             Caller::Pooled(client) => client,
         };
@@ -170,7 +170,7 @@ impl Gateway {
         let owned = affinity.filter(|a| a.owner == caller.identity());
         let account = owned.and_then(|a| self.pool.account_id(&a.account));
         match account {
-            Some(account) => Ok(self.account_target(account, caller.flow())),
+            Some(account) => Ok(self.account_target(account, caller.turn())),
             None => {
                 tracing::debug!(client = %client.name, route = route.template, "id not owned");
                 Err(ProxyError::IdNotFound)
@@ -249,9 +249,9 @@ impl Gateway {
         deadline: Instant,
         record: &mut Record,
     ) -> Served {
-        let flow = crate::pool::flow_of(&format!("client:{}", client.name));
+        let turn = client.turn();
         let reads = client.pool.iter().map(|id| {
-            let target = self.account_target(*id, flow);
+            let target = self.account_target(*id, turn);
             let call = call.clone();
             async move {
                 let read =
@@ -401,7 +401,7 @@ impl Gateway {
             content_type: None,
             body: Bytes::new(),
         };
-        let target = self.own_target(key, Caller::PassThrough(key.clone()).flow());
+        let target = self.own_target(key, Caller::PassThrough(key.clone()).turn());
         let checked = self.fetch_per_key(balance, call, &target, deadline, Priority::Background);
         let (stored, _) = checked.await?;
         match self.verdicts.verdict(key).await {

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 pub use client::{Answer, OutboundCall, UpstreamClient, UpstreamError};
 use limits::PacingPlan;
-use pacer::{Pacer, Priority};
+use pacer::{Pacer, Priority, Turn};
 
 use crate::config::{Config, secs};
 use crate::error::ProxyError;
@@ -50,8 +50,8 @@ pub struct CallMeta {
     pub deadline: Instant,
     /// The egress it leaves by.
     pub egress: EgressId,
-    /// The caller, for taking turns in the queue (see `pacer`).
-    pub flow: u64,
+    /// The caller's turn in the queue (see `pacer`).
+    pub turn: Turn,
 }
 
 /// The upstream as the rest of the gateway sees it.
@@ -148,7 +148,7 @@ impl Upstream {
         let mut last_error = None;
         for _ in 0..attempts {
             let slot = tokio::select! {
-                slot = self.egress(meta.egress).pacer.acquire(meta.priority, meta.deadline, meta.flow) => slot,
+                slot = self.egress(meta.egress).pacer.acquire(meta.priority, meta.deadline, meta.turn) => slot,
                 () = &mut give_up => return Err(ProxyError::Abandoned),
             };
             let slot = slot.map_err(ProxyError::Refused)?;

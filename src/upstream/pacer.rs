@@ -47,6 +47,16 @@ impl Priority {
     ];
 }
 
+/// Whose turn a queued call waits for: the caller's flow, and how many
+/// calls in a row its turn allows (its share against other callers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turn {
+    /// The caller's flow id.
+    pub flow: u64,
+    /// Calls per turn, at least 1.
+    pub weight: u32,
+}
+
 /// Why a call got no slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -142,12 +152,12 @@ impl Queues {
 
     /// Calls served before a new one of `flow` at `priority`: every call of
     /// a more urgent priority, and the flow's turns at its own.
-    fn ahead_of(&self, priority: Priority, flow: u64) -> usize {
+    fn ahead_of(&self, priority: Priority, turn: Turn) -> usize {
         let urgent: usize = self.by_priority[..priority as usize]
             .iter()
             .map(FairQueue::len)
             .sum();
-        urgent + self.by_priority[priority as usize].ahead_of(flow)
+        urgent + self.by_priority[priority as usize].ahead_of(turn.flow)
     }
 
     fn pop_next(&mut self) -> Option<Waiter> {
@@ -224,7 +234,7 @@ impl Pacer {
         &self.egress
     }
 
-    /// Waits for a slot; `flow` (the caller) decides whose turn it is among
+    /// Waits for a slot; `turn` (the caller) decides whose turn it is among
     /// calls of the same priority. Dropping the returned future gives the
     /// place up.
     ///
@@ -234,10 +244,10 @@ impl Pacer {
         &self,
         priority: Priority,
         deadline: Instant,
-        flow: u64,
+        turn: Turn,
     ) -> Result<Slot, Refusal> {
         let receiver = self
-            .enqueue(priority, deadline, flow)
+            .enqueue(priority, deadline, turn)
             .inspect_err(|refusal| {
                 self.metrics
                     .refusals
@@ -262,7 +272,7 @@ impl Pacer {
         &self,
         priority: Priority,
         deadline: Instant,
-        flow: u64,
+        turn: Turn,
     ) -> Result<oneshot::Receiver<Result<Slot, Refusal>>, Refusal> {
         let now = Instant::now();
         let mut queues = self.queues.lock().expect("pacer lock");
@@ -279,7 +289,7 @@ impl Pacer {
 
         queues.prune();
         let next_free = queues.next_free.map_or(now, |at| at.max(now));
-        let ahead = queues.ahead_of(priority, flow) as u32;
+        let ahead = queues.ahead_of(priority, turn) as u32;
         let predicted = next_free + self.plan.period * ahead;
         if predicted > deadline {
             return Err(Refusal::DeadlineUnreachable {
@@ -303,7 +313,7 @@ impl Pacer {
             enqueued: now,
             grant,
         };
-        queues.by_priority[priority as usize].push(flow, waiter);
+        queues.by_priority[priority as usize].push(turn.flow, turn.weight, waiter);
         self.publish_depth(&queues);
         drop(queues);
         self.work.notify_one();
@@ -320,7 +330,10 @@ impl Pacer {
         }
         queues.prune();
         let next_free = queues.next_free.map_or(now, |at| at.max(now));
-        Some(next_free + self.plan.period * queues.ahead_of(priority, 0) as u32)
+        Some(
+            next_free
+                + self.plan.period * queues.ahead_of(priority, Turn { flow: 0, weight: 1 }) as u32,
+        )
     }
 
     /// Stops all calls on this egress until `until`; queued calls are refused.

@@ -1,6 +1,8 @@
 use super::*;
 use crate::upstream::limits::CounterKind;
 
+const ONE: Turn = Turn { flow: 0, weight: 1 };
+
 fn plan() -> PacingPlan {
     PacingPlan::new(
         5,
@@ -29,7 +31,7 @@ async fn slots_are_granted_one_period_apart() {
             let pacer = Arc::clone(&pacer);
             tokio::spawn(async move {
                 pacer
-                    .acquire(Priority::Interactive, far(), 0)
+                    .acquire(Priority::Interactive, far(), ONE)
                     .await
                     .unwrap();
                 Instant::now()
@@ -66,7 +68,7 @@ async fn a_mutating_call_overtakes_queued_reads() {
         let pacer = Arc::clone(&pacer);
         let order_tx = order_tx.clone();
         tokio::spawn(async move {
-            pacer.acquire(priority, far(), 0).await.unwrap();
+            pacer.acquire(priority, far(), ONE).await.unwrap();
             order_tx.send(priority).unwrap();
         });
         if i == 0 {
@@ -94,13 +96,13 @@ async fn a_call_that_cannot_start_before_its_deadline_is_refused_at_once() {
     let pacer = pacer(16);
     let _first = tokio::spawn({
         let pacer = Arc::clone(&pacer);
-        async move { pacer.acquire(Priority::Interactive, far(), 0).await }
+        async move { pacer.acquire(Priority::Interactive, far(), ONE).await }
     });
     tokio::task::yield_now().await;
 
     let deadline = Instant::now() + Duration::from_secs(4);
     let refused = pacer
-        .acquire(Priority::Interactive, deadline, 0)
+        .acquire(Priority::Interactive, deadline, ONE)
         .await
         .unwrap_err();
     match refused {
@@ -120,7 +122,7 @@ async fn a_caller_that_gives_up_frees_its_place_and_gets_no_slot() {
     let pacer = pacer(1);
     let queued = tokio::spawn({
         let pacer = Arc::clone(&pacer);
-        async move { pacer.acquire(Priority::Interactive, far(), 0).await }
+        async move { pacer.acquire(Priority::Interactive, far(), ONE).await }
     });
     tokio::task::yield_now().await;
     assert_eq!(pacer.queued(), 1);
@@ -129,7 +131,7 @@ async fn a_caller_that_gives_up_frees_its_place_and_gets_no_slot() {
     let _ = queued.await;
     assert_eq!(pacer.queued(), 0, "the abandoned place is free");
 
-    let slot = pacer.acquire(Priority::Interactive, far(), 0).await;
+    let slot = pacer.acquire(Priority::Interactive, far(), ONE).await;
     assert!(slot.is_ok(), "the next caller takes the slot: {slot:?}");
 }
 
@@ -138,12 +140,12 @@ async fn a_full_queue_refuses_with_retry_after() {
     let pacer = pacer(2);
     for _ in 0..2 {
         let pacer = Arc::clone(&pacer);
-        tokio::spawn(async move { pacer.acquire(Priority::Interactive, far(), 0).await });
+        tokio::spawn(async move { pacer.acquire(Priority::Interactive, far(), ONE).await });
     }
     tokio::task::yield_now().await;
 
     let refused = pacer
-        .acquire(Priority::Interactive, far(), 0)
+        .acquire(Priority::Interactive, far(), ONE)
         .await
         .unwrap_err();
     assert!(matches!(refused, Refusal::QueueFull { retry_after } if retry_after > Duration::ZERO));
@@ -154,7 +156,7 @@ async fn a_block_refuses_queued_and_new_calls_until_the_cool_down_ends() {
     let pacer = pacer(8);
     let queued = tokio::spawn({
         let pacer = Arc::clone(&pacer);
-        async move { pacer.acquire(Priority::Interactive, far(), 0).await }
+        async move { pacer.acquire(Priority::Interactive, far(), ONE).await }
     });
     tokio::task::yield_now().await;
 
@@ -164,14 +166,14 @@ async fn a_block_refuses_queued_and_new_calls_until_the_cool_down_ends() {
         matches!(queued, Refusal::Blocked { retry_after } if retry_after == Duration::from_secs(60))
     );
     let new = pacer
-        .acquire(Priority::Mutating, far(), 0)
+        .acquire(Priority::Mutating, far(), ONE)
         .await
         .unwrap_err();
     assert!(matches!(new, Refusal::Blocked { .. }));
 
     tokio::time::sleep(Duration::from_secs(61)).await;
     let probing = pacer
-        .acquire(Priority::Interactive, far(), 0)
+        .acquire(Priority::Interactive, far(), ONE)
         .await
         .unwrap_err();
     assert!(
@@ -181,7 +183,12 @@ async fn a_block_refuses_queued_and_new_calls_until_the_cool_down_ends() {
 
     pacer.probe_slot().await;
     pacer.reopen();
-    assert!(pacer.acquire(Priority::Interactive, far(), 0).await.is_ok());
+    assert!(
+        pacer
+            .acquire(Priority::Interactive, far(), ONE)
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -189,7 +196,7 @@ async fn closing_refuses_everything_queued() {
     let pacer = pacer(8);
     let queued = tokio::spawn({
         let pacer = Arc::clone(&pacer);
-        async move { pacer.acquire(Priority::Interactive, far(), 0).await }
+        async move { pacer.acquire(Priority::Interactive, far(), ONE).await }
     });
     tokio::task::yield_now().await;
 
@@ -197,7 +204,7 @@ async fn closing_refuses_everything_queued() {
     assert_eq!(queued.await.unwrap().unwrap_err(), Refusal::ShuttingDown);
     assert_eq!(
         pacer
-            .acquire(Priority::Mutating, far(), 0)
+            .acquire(Priority::Mutating, far(), ONE)
             .await
             .unwrap_err(),
         Refusal::ShuttingDown
@@ -212,7 +219,7 @@ async fn a_flooding_caller_delays_a_quiet_one_by_one_turn_not_its_whole_backlog(
         let (pacer, order_tx) = (Arc::clone(&pacer), order_tx.clone());
         tokio::spawn(async move {
             pacer
-                .acquire(Priority::Interactive, far(), 1)
+                .acquire(Priority::Interactive, far(), Turn { flow: 1, weight: 1 })
                 .await
                 .unwrap();
             order_tx.send(("flood", i)).unwrap();
@@ -222,7 +229,7 @@ async fn a_flooding_caller_delays_a_quiet_one_by_one_turn_not_its_whole_backlog(
     let quiet = Arc::clone(&pacer);
     tokio::spawn(async move {
         quiet
-            .acquire(Priority::Interactive, far(), 2)
+            .acquire(Priority::Interactive, far(), Turn { flow: 2, weight: 1 })
             .await
             .unwrap();
         order_tx.send(("quiet", 0)).unwrap();
