@@ -125,7 +125,11 @@ pub async fn serve(
             .layer(CompressionLayer::new())
             .service_fn(move |request| {
                 let gateway = Arc::clone(&gateway_for_conn);
-                async move { Ok::<_, Infallible>(gateway.handle(request, peer.ip()).await) }
+                // Boxed: hyper keeps room for the service future in every
+                // connection's state, idle or not; a box keeps that small.
+                Box::pin(
+                    async move { Ok::<_, Infallible>(gateway.handle(request, peer.ip()).await) },
+                )
             });
         let connection = connection_builder(&gateway.config)
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(stack));
