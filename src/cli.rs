@@ -139,13 +139,11 @@ fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
         .context("cannot read /dev/urandom")?;
     let key = format!("ogk_{}", hex::encode(random));
     let digest = crate::auth::Fingerprint::of(key.as_bytes()).to_hex();
-    eprintln!("Give this key to the bot (its x-apikey); it is not stored anywhere:");
-    println!("{key}");
-    eprintln!("\nAdd this to your config file, with the accounts the bot may use:\n");
-    eprintln!(
-        "[[clients]]\nname = {:?}\nkey_sha256 = \"{digest}\"\npool = [\"main\"]",
-        args.name
-    );
+    println!("# Give this key to the bot (its x-apikey); it is not stored anywhere:");
+    println!("# {key}");
+    println!("# Add this to your config file, with the accounts the bot may use:");
+    let name = &args.name;
+    println!("[[clients]]\nname = {name:?}\nkey_sha256 = \"{digest}\"\npool = [\"main\"]");
     Ok(())
 }
 

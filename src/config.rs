@@ -422,9 +422,19 @@ impl Config {
         };
         let egresses: Vec<String> = self.egress_list().into_iter().map(|e| e.name).collect();
         unique("egresses", self.egresses.iter().map(|e| e.name.as_str()))?;
+        let mut paths = std::collections::HashSet::new();
         for egress in &self.egresses {
             crate::upstream::client::Outbound::parse(egress.proxy.as_deref())
                 .map_err(|reason| entry("egresses", &egress.name, reason))?;
+            // Each egress paces as if it had the upstream's limit to itself:
+            // two with the same source would share one IP's limit.
+            let path = (egress.bind, egress.proxy.clone());
+            if !paths.insert(path) {
+                let reason = "same bind and proxy as another egress: the upstream limits per \
+                              IP, so each egress needs its own source address or proxy"
+                    .to_owned();
+                return Err(entry("egresses", &egress.name, reason));
+            }
         }
         unique("accounts", self.accounts.iter().map(|a| a.name.as_str()))?;
         unique("clients", self.clients.iter().map(|c| c.name.as_str()))?;
@@ -663,6 +673,26 @@ mod tests {
         }];
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("`egresses` entry \"via\""), "{err}");
+    }
+
+    #[test]
+    fn two_egresses_with_the_same_source_are_refused() {
+        let mut config = Config::defaults();
+        let ip = Some(std::net::IpAddr::from([127, 0, 0, 3]));
+        config.egresses = vec![
+            EgressConfig {
+                name: "a".into(),
+                bind: ip,
+                proxy: None,
+            },
+            EgressConfig {
+                name: "b".into(),
+                bind: ip,
+                proxy: None,
+            },
+        ];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("`egresses` entry \"b\""), "{err}");
     }
 
     #[test]

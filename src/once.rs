@@ -341,23 +341,31 @@ fn log_settled(route: &str, client: &str, result: &Result<Answer, ProxyError>) {
     }
 }
 
-/// Same call, same hash: method, path, the route's identifying parameters
-/// (all of them for a route the table does not know) in sorted order, each
-/// at its first occurrence with surrounding spaces trimmed, as the upstream
-/// reads them, and the body. Junk parameters cannot make a retry look new.
+/// Same call, same hash: the path and the route's identifying parameters
+/// (all of them for a route the table does not know), read as the upstream
+/// reads them: from the query, then from a form body (GET or POST alike),
+/// first occurrence wins, spaces trimmed, empty values dropped and numbers
+/// without leading zeros. Junk, order, repeats and spelling cannot make a
+/// retry look new. A body that is not a form is hashed as it is.
 pub fn request_hash(call: &OutboundCall, identifying: &[&str]) -> String {
+    let form_body = call
+        .content_type
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let query = call.query.as_deref().unwrap_or("").as_bytes();
+    let body: &[u8] = if form_body { &call.body } else { &[] };
     let mut pairs: Vec<(String, String)> = Vec::new();
-    let query = call.query.as_deref().unwrap_or("");
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+    for (name, value) in form_urlencoded::parse(query).chain(form_urlencoded::parse(body)) {
         let wanted = identifying.is_empty() || identifying.contains(&name.as_ref());
         if wanted && !pairs.iter().any(|(seen, _)| *seen == name) {
-            pairs.push((name.into_owned(), value.trim().to_owned()));
+            pairs.push((name.into_owned(), canonical(&value)));
         }
     }
+    pairs.retain(|(_, value)| !value.is_empty());
     pairs.sort();
+
     let mut hasher = Sha256::new();
-    hasher.update(call.method.as_str());
-    hasher.update([0]);
     hasher.update(&call.path);
     for (name, value) in pairs {
         hasher.update([0]);
@@ -366,8 +374,20 @@ pub fn request_hash(call: &OutboundCall, identifying: &[&str]) -> String {
         hasher.update(value);
     }
     hasher.update([0]);
-    hasher.update(&call.body);
+    if !form_body {
+        hasher.update(&call.body);
+    }
     hex::encode(hasher.finalize())
+}
+
+/// A parameter value as the upstream compares it: trimmed, and a whole
+/// number without leading zeros.
+fn canonical(value: &str) -> String {
+    let value = value.trim();
+    match value.parse::<u64>() {
+        Ok(number) if value.bytes().all(|b| b.is_ascii_digit()) => number.to_string(),
+        _ => value.to_owned(),
+    }
 }
 
 /// `data.balance` of a successful balance answer.
@@ -442,12 +462,36 @@ mod tests {
     }
 
     #[test]
+    fn a_form_body_counts_like_the_query_whatever_its_order() {
+        let mut posted = call("");
+        posted.query = None;
+        posted.content_type = Some(HeaderValue::from_static(
+            "application/x-www-form-urlencoded",
+        ));
+        posted.body = Bytes::from_static(b"target=0812&id=D1&ts=1");
+        let mut reordered = posted.clone();
+        reordered.body = Bytes::from_static(b"id=D1&target=0812&ts=2");
+        let fields = &["id", "target"];
+        assert_eq!(
+            request_hash(&posted, fields),
+            request_hash(&reordered, fields)
+        );
+        let as_query = call("id=D1&target=0812");
+        assert_eq!(
+            request_hash(&posted, fields),
+            request_hash(&as_query, fields)
+        );
+    }
+
+    #[test]
     fn junk_repeats_and_spaces_do_not_make_a_call_look_new() {
         let plain = request_hash(&call("number_id=1&provider_id=2&operator_id=1"), ORDER);
         for variant in [
             "number_id=1&provider_id=2&operator_id=1&_=1733",
             "number_id=1&provider_id=2&operator_id=1&operator_id=1",
             "number_id=1&provider_id=2&operator_id=+1",
+            "number_id=01&provider_id=2&operator_id=1",
+            "number_id=1&provider_id=2&operator_id=1&service_id=",
         ] {
             assert_eq!(request_hash(&call(variant), ORDER), plain, "{variant}");
         }

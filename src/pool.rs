@@ -226,6 +226,11 @@ impl Pool {
         Err(ProxyError::UnknownGatewayKey)
     }
 
+    /// Whether callers may use RumahOTP keys of their own.
+    pub fn pass_through(&self) -> bool {
+        self.pass_through
+    }
+
     /// The account with this id.
     pub fn account(&self, id: AccountId) -> &Account {
         &self.accounts[id.0]
@@ -267,7 +272,7 @@ impl Pool {
             let start = upstream
                 .egress(account.egress)
                 .pacer
-                .predicted_start(priority)?;
+                .predicted_start(priority, client.turn())?;
             Some((start, std::cmp::Reverse(account.balance().unwrap_or(0)), id))
         });
         if let Some((_, _, id)) = ranked.min_by_key(|(start, balance, _)| (*start, *balance)) {

@@ -288,7 +288,7 @@ impl Gateway {
         deadline: Instant,
         record: &mut Record,
     ) -> Served {
-        let target = self.target_for_forward(caller, route);
+        let target = self.target_for_forward(caller, route)?;
         let answer = self.send_once(route, call, &target, deadline).await?;
         record.upstream = Some((answer.queue_wait, answer.status));
         Ok(request::answer_response(&answer, None))

@@ -312,3 +312,42 @@ async fn a_malformed_idempotency_key_is_refused() {
     assert!(stack.upstream_calls("/v2/orders").is_empty());
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_posted_form_in_another_order_is_the_same_call_after_a_lost_answer() {
+    let stack = start_with(|_| {}, |_| {}).await;
+    let (status, _, products) = send(&stack, "/v1/h2h/product", &[]).await;
+    assert_eq!(status, 200);
+    let code = products["data"][0]["code"].as_str().unwrap().to_owned();
+    let lost = Fault {
+        route: Some("/v1/h2h/transaksi/create".into()),
+        apply_then_drop: true,
+        count: Some(1),
+        ..Fault::default()
+    };
+    stack.sim.set_fault(lost);
+    let post = |body: String| {
+        stack
+            .http
+            .post(stack.url("/v1/h2h/transaksi/create"))
+            .header("x-apikey", &stack.key_a)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+
+    let first = post(format!("id={code}&target=081200001234"))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 502);
+    let reordered = post(format!("target=081200001234&ts=2&id={code}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        reordered.status(),
+        409,
+        "a reordered form with junk is the same purchase"
+    );
+    assert_eq!(stack.sim.stats().transactions_created, 1);
+    stack.stop().await;
+}

@@ -768,3 +768,52 @@ async fn a_client_with_its_own_rate_is_limited_and_the_others_are_not() {
     }
     pools.stop().await;
 }
+
+#[tokio::test]
+async fn a_pooled_client_cannot_use_endpoints_the_gateway_does_not_know() {
+    let pools = start_pools(|_| {}).await;
+    let (status, body) = pools.get(1, "/v1/orders/get_status2?order_id=RO1").await;
+    assert_eq!(status, 404, "{body}");
+    let anonymous = pools
+        .stack
+        .http
+        .get(pools.stack.url("/v1/anything"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "no key, no pass-through: refused");
+    assert!(pools.stack.sim.requests().is_empty());
+    pools.stop().await;
+}
+
+#[tokio::test]
+async fn one_client_can_queue_only_a_few_buys_so_others_are_not_starved() {
+    let pools = start_pools(|config| {
+        common::real_pacing(config);
+        config.queue.max_deadline_seconds = 60.0;
+    })
+    .await;
+    let buys = (0..7).map(|i| {
+        let url = pools.stack.url(&format!(
+            "/v2/orders?number_id={}&provider_id=1&operator_id=1",
+            900 + i
+        ));
+        let request = pools
+            .stack
+            .http
+            .get(url)
+            .header("x-apikey", &pools.clients[0]);
+        request.header("prefer", "wait=60").send()
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(buys)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    assert!(
+        refused >= 2,
+        "beyond a few queued buys per client, refused at once: {statuses:?}"
+    );
+    pools.stop().await;
+}

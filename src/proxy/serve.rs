@@ -70,7 +70,10 @@ impl Gateway {
     /// No key at all, on whichever egress is free first.
     fn keyless_target(&self, priority: Priority, turn: Turn) -> Target {
         let all = (0..self.upstream.egresses().len()).map(EgressId);
-        let egress = self.upstream.soonest(all, priority).unwrap_or(EgressId(0));
+        let egress = self
+            .upstream
+            .soonest(all, priority, turn)
+            .unwrap_or(EgressId(0));
         Target {
             key: None,
             egress,
@@ -111,16 +114,25 @@ impl Gateway {
     }
 
     /// Where a lookup or an unknown path goes: a client's own key as it came;
-    /// for a pooled client, no key on lookups (they need none) and the first
-    /// account of its pool on unknown paths.
-    pub(super) fn target_for_forward(&self, caller: &Caller, route: &Route) -> Target {
+    /// no key on lookups (they need none). Unknown paths are refused to pooled
+    /// clients, and to key-less callers when pass-through is off.
+    pub(super) fn target_for_forward(
+        &self,
+        caller: &Caller,
+        route: &Route,
+    ) -> Result<Target, ProxyError> {
         let turn = caller.turn();
         match caller {
-            Caller::PassThrough(key) => self.own_target(key, turn),
-            Caller::Pooled(client) if route.class == RouteClass::Unknown => {
-                self.account_target(client.pool[0], turn)
+            Caller::PassThrough(key) => Ok(self.own_target(key, turn)),
+            // An endpoint the table does not know might read or change ids
+            // the gateway cannot check ownership of: not with an account key.
+            Caller::Pooled(_) if route.class == RouteClass::Unknown => Err(ProxyError::NotFound),
+            Caller::Anonymous
+                if route.class == RouteClass::Unknown && !self.pool.pass_through() =>
+            {
+                Err(ProxyError::MissingKey)
             }
-            _ => self.keyless_target(Priority::Interactive, turn),
+            _ => Ok(self.keyless_target(Priority::Interactive, turn)),
         }
     }
 

@@ -115,10 +115,11 @@ impl Upstream {
         &self,
         candidates: impl IntoIterator<Item = EgressId>,
         priority: Priority,
+        turn: Turn,
     ) -> Option<EgressId> {
         candidates
             .into_iter()
-            .filter_map(|id| Some((self.egress(id).pacer.predicted_start(priority)?, id)))
+            .filter_map(|id| Some((self.egress(id).pacer.predicted_start(priority, turn)?, id)))
             .min_by_key(|(start, _)| *start)
             .map(|(_, id)| id)
     }
@@ -333,6 +334,13 @@ fn money_lost(result: &Result<Answer, UpstreamError>, meta: CallMeta) -> bool {
 
 fn classify_failure(error: UpstreamError, money: bool) -> ProxyError {
     match error {
+        // An HTML 5xx after sending (Cloudflare 502/504/524) can come after the
+        // origin did the work: for money that is an unknown outcome.
+        UpstreamError::HtmlPage { status } if money && status.is_server_error() => {
+            ProxyError::OutcomeUnknown {
+                source: Some(error),
+            }
+        }
         UpstreamError::Lost(_) | UpstreamError::Timeout | UpstreamError::BadBody(_) if money => {
             ProxyError::OutcomeUnknown {
                 source: Some(error),

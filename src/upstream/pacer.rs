@@ -180,6 +180,10 @@ impl Queues {
     }
 }
 
+/// Buys, cancels and deposits one caller may have waiting on one egress.
+/// At one call per 2.6 s, a fifth would wait over ten seconds anyway.
+pub const MUTATING_PER_CALLER: usize = 4;
+
 /// The queue and limiter of one egress.
 pub struct Pacer {
     egress: String,
@@ -296,6 +300,13 @@ impl Pacer {
                 retry_after: predicted - now,
             });
         }
+        // One caller may have only a few buys waiting: mutating calls go
+        // before everyone's reads, so more would starve other callers.
+        let mutating = &queues.by_priority[Priority::Mutating as usize];
+        if priority == Priority::Mutating && mutating.len_of(turn.flow) >= MUTATING_PER_CALLER {
+            let retry_after = self.plan.period * MUTATING_PER_CALLER as u32;
+            return Err(Refusal::QueueFull { retry_after });
+        }
         // Background work may fill half the queue at most, so that buys and
         // reads always find a place.
         let room = match priority {
@@ -320,9 +331,9 @@ impl Pacer {
         Ok(receiver)
     }
 
-    /// When a call of `priority` queued now would start, or `None` while the
-    /// egress is blocked or closed.
-    pub fn predicted_start(&self, priority: Priority) -> Option<Instant> {
+    /// When a call of `priority` for `turn` queued now would start, or `None`
+    /// while the egress is blocked or closed.
+    pub fn predicted_start(&self, priority: Priority, turn: Turn) -> Option<Instant> {
         let now = Instant::now();
         let mut queues = self.queues.lock().expect("pacer lock");
         if queues.closed || queues.blocked_until.is_some() {
@@ -330,10 +341,7 @@ impl Pacer {
         }
         queues.prune();
         let next_free = queues.next_free.map_or(now, |at| at.max(now));
-        Some(
-            next_free
-                + self.plan.period * queues.ahead_of(priority, Turn { flow: 0, weight: 1 }) as u32,
-        )
+        Some(next_free + self.plan.period * queues.ahead_of(priority, turn) as u32)
     }
 
     /// Stops all calls on this egress until `until`; queued calls are refused.

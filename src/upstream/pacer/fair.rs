@@ -61,6 +61,14 @@ impl<T> FairQueue<T> {
         item
     }
 
+    /// Items queued for `flow`.
+    pub(super) fn len_of(&self, flow: u64) -> usize {
+        self.lines
+            .iter()
+            .find(|l| l.flow == flow)
+            .map_or(0, |l| l.items.len())
+    }
+
     /// Items queued, all flows.
     pub(super) fn len(&self) -> usize {
         self.lines.iter().map(|line| line.items.len()).sum()
