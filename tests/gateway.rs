@@ -376,15 +376,7 @@ async fn when_the_upstream_blocks_clients_get_json_and_the_catalog_is_served_sta
     let (status, cache, fresh) = stack.get_json("/v2/services", &stack.key_a).await;
     assert_eq!((status, cache.as_str()), (200, "MISS"));
 
-    let block = serde_json::json!({"ip": "127.0.0.1", "seconds": 10});
-    let sim_control = format!("http://{}/__sim/block", stack.sim.addr());
-    stack
-        .direct
-        .post(sim_control)
-        .json(&block)
-        .send()
-        .await
-        .unwrap();
+    stack.block_ip("127.0.0.1", 10).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let (status, cache, stale) = stack.get_json("/v2/services", &stack.key_a).await;
@@ -532,15 +524,7 @@ async fn a_blocked_egress_sends_only_probes_until_one_passes() {
         |gateway| gateway.pacing.block_cooldown_seconds = 0.5,
     )
     .await;
-    let block = serde_json::json!({"ip": "127.0.0.1", "seconds": 2});
-    let sim_control = format!("http://{}/__sim/block", stack.sim.addr());
-    stack
-        .direct
-        .post(sim_control)
-        .json(&block)
-        .send()
-        .await
-        .unwrap();
+    stack.block_ip("127.0.0.1", 2).await;
 
     let mut statuses = Vec::new();
     for i in 0..40 {

@@ -346,16 +346,7 @@ async fn a_block_on_one_egress_never_moves_the_call_to_another_key_on_that_egres
         }
     })
     .await;
-    let block = serde_json::json!({"ip": "127.0.0.3", "seconds": 30});
-    let control = format!("http://{}/__sim/block", pools.stack.sim.addr());
-    pools
-        .stack
-        .direct
-        .post(control)
-        .json(&block)
-        .send()
-        .await
-        .unwrap();
+    pools.stack.block_ip("127.0.0.3", 30).await;
 
     let (status, body) = pools.get(2, "/v2/countries?service_id=9").await;
     assert_eq!(status, 503, "{body}");
@@ -388,16 +379,7 @@ async fn a_block_on_one_egress_never_moves_the_call_to_another_key_on_that_egres
 #[tokio::test]
 async fn a_block_on_one_egress_leaves_the_pool_served_by_the_other() {
     let pools = start_pools(|_| {}).await;
-    let block = serde_json::json!({"ip": "127.0.0.3", "seconds": 30});
-    let control = format!("http://{}/__sim/block", pools.stack.sim.addr());
-    pools
-        .stack
-        .direct
-        .post(control)
-        .json(&block)
-        .send()
-        .await
-        .unwrap();
+    pools.stack.block_ip("127.0.0.3", 30).await;
 
     let mut statuses = Vec::new();
     for i in 0..4 {

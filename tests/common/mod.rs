@@ -156,6 +156,14 @@ impl Stack {
             .collect()
     }
 
+    /// Makes the simulator block `ip` for `seconds`, as Cloudflare would.
+    pub async fn block_ip(&self, ip: &str, seconds: u64) {
+        let block = serde_json::json!({"ip": ip, "seconds": seconds});
+        let control = format!("http://{}/__sim/block", self.sim.addr());
+        let answer = self.direct.post(control).json(&block).send().await;
+        assert!(answer.expect("simulator answers").status().is_success());
+    }
+
     /// Stops the gateway, then the simulator.
     pub async fn stop(self) {
         self.gateway.shutdown().await;
