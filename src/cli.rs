@@ -149,13 +149,9 @@ fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
 
 /// Hides credentials embedded in a URL (`https://user:pass@host`).
 pub fn mask_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
+    match crate::config::strip_userinfo(url) {
+        (bare, true) => bare.replacen("://", "://***@", 1),
+        (bare, false) => bare,
     }
 }
 

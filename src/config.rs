@@ -556,6 +556,18 @@ impl Config {
     }
 }
 
+/// `url` without `user:password@` in its authority, and whether it had any.
+pub fn strip_userinfo(url: &str) -> (String, bool) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), false);
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => (format!("{scheme}://{}", &rest[at + 1..]), true),
+        None => (url.to_owned(), false),
+    }
+}
+
 /// Seconds from config as a `Duration`; callers validated them first.
 pub fn secs(value: f64) -> Duration {
     Duration::from_secs_f64(value.max(0.0))

@@ -236,14 +236,6 @@ impl Pool {
         &self.accounts[id.0]
     }
 
-    /// Every account, in config order.
-    pub fn accounts(&self) -> impl Iterator<Item = (AccountId, &Account)> {
-        self.accounts
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (AccountId(i), a))
-    }
-
     /// The account named `name`.
     pub fn account_id(&self, name: &str) -> Option<AccountId> {
         self.accounts

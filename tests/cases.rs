@@ -28,30 +28,7 @@ const SERVICE: &str = "13";
 /// `/v2/orders?…` for an offer of `SERVICE` with at least `orders` numbers in
 /// stock, read from the simulator directly so the gateway's budget is untouched.
 pub async fn create_path(stack: &Stack, orders: i64) -> String {
-    let url = stack.sim_url(&format!("/v2/countries?service_id={SERVICE}"));
-    let body: serde_json::Value = stack
-        .direct
-        .get(url)
-        .header("x-apikey", &stack.key_b)
-        .send()
-        .await
-        .expect("simulator answers")
-        .json()
-        .await
-        .expect("countries JSON");
-    let plain = |v: &serde_json::Value| v.as_str().map_or(v.to_string(), str::to_owned);
-    let (number_id, provider_id) = body["data"]
-        .as_array()
-        .expect("countries")
-        .iter()
-        .find_map(|country| {
-            let prices = country["pricelist"].as_array()?;
-            let line = prices
-                .iter()
-                .find(|p| p["stock"].as_i64() >= Some(orders))?;
-            Some((plain(&country["number_id"]), plain(&line["provider_id"])))
-        })
-        .expect("an offer with enough stock");
+    let (number_id, provider_id) = common::offer_with_stock(stack, SERVICE, orders).await;
     format!("/v2/orders?number_id={number_id}&provider_id={provider_id}&operator_id=1")
 }
 

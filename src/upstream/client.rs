@@ -55,12 +55,13 @@ pub struct Answer {
 impl Answer {
     /// Whether the body is the API's JSON with `"success": true`.
     pub fn is_success(&self) -> bool {
-        self.status.is_success() && self.json_field_is_true("success")
-    }
-
-    fn json_field_is_true(&self, field: &str) -> bool {
-        serde_json::from_slice::<serde_json::Value>(&self.body)
-            .is_ok_and(|json| json.get(field) == Some(&serde_json::Value::Bool(true)))
+        /// Only the flag is read; the rest of the body is skipped, not built.
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            success: bool,
+        }
+        self.status.is_success()
+            && serde_json::from_slice::<Envelope>(&self.body).is_ok_and(|e| e.success)
     }
 }
 
@@ -204,7 +205,7 @@ impl UpstreamClient {
         };
         Self {
             http,
-            base: without_userinfo(config.base_url.trim_end_matches('/')),
+            base: base_url(config.base_url.trim_end_matches('/')),
             response_timeout: secs(config.response_timeout_seconds),
             max_body_bytes: config.max_body_bytes,
             block_cooldown,
@@ -312,18 +313,12 @@ impl UpstreamClient {
 
 /// The base URL without `user:password@`: credentials are never sent, and
 /// the connection pool (which logs its keys at debug) never sees them.
-fn without_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            tracing::warn!("credentials in upstream.base_url are ignored");
-            format!("{scheme}://{}", &rest[at + 1..])
-        }
-        None => url.to_owned(),
+fn base_url(url: &str) -> String {
+    let (bare, had_credentials) = crate::config::strip_userinfo(url);
+    if had_credentials {
+        tracing::warn!("credentials in upstream.base_url are ignored");
     }
+    bare
 }
 
 fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {

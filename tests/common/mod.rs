@@ -183,27 +183,25 @@ pub fn header(response: &reqwest::Response, name: &str) -> String {
 
 /// A (number_id, provider_id) with stock for a service, read from the simulator directly.
 pub async fn offer(stack: &Stack, service_id: &str) -> (String, String) {
+    offer_with_stock(stack, service_id, 1).await
+}
+
+/// A (number_id, provider_id) of `service_id` with at least `stock` numbers,
+/// read from the simulator directly (from 127.0.0.2, its own budget).
+pub async fn offer_with_stock(stack: &Stack, service_id: &str, stock: i64) -> (String, String) {
     let url = stack.sim_url(&format!("/v2/countries?service_id={service_id}"));
-    let body: serde_json::Value = stack
-        .direct
-        .get(url)
-        .header("x-apikey", &stack.key_b)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let request = stack.direct.get(url).header("x-apikey", &stack.key_b);
+    let body: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
     let countries = body["data"].as_array().expect("countries");
+    let plain = |v: &serde_json::Value| v.as_str().map_or(v.to_string(), str::to_owned);
     countries
         .iter()
         .find_map(|country| {
-            let offer = country["pricelist"]
-                .as_array()?
+            let prices = country["pricelist"].as_array()?;
+            let offer = prices
                 .iter()
-                .find(|p| p["available"] == true)?;
-            let plain = |v: &serde_json::Value| v.as_str().map_or(v.to_string(), str::to_owned);
+                .find(|p| p["available"] == true && p["stock"].as_i64() >= Some(stock))?;
             Some((plain(&country["number_id"]), plain(&offer["provider_id"])))
         })
-        .expect("an offer with stock")
+        .expect("an offer with enough stock")
 }
