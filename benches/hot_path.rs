@@ -46,6 +46,8 @@ fn cache_hit(c: &mut Criterion) {
         config.upstream.base_url = sim.base_url();
         config.log.filter = "error".into();
         config.store.path = ":memory:".into();
+        // Measures the cache, not the per-client limit (50/s by default).
+        config.limits.client_requests_per_second = 0;
         let client = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gateway = otpgate::spawn(config, client, admin).unwrap();
