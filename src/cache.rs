@@ -105,13 +105,26 @@ pub struct Policy {
     pub ttl: Duration,
     /// Fresh time of a final status.
     pub final_ttl: Duration,
-    /// Serve a stale entry at once and refresh it in the background (catalog);
-    /// otherwise refresh first and fall back to stale only on failure (status).
-    pub stale_while_refresh: bool,
-    /// Also serve a stale entry when the gateway's own queue refuses the
-    /// fetch (deadline, full); otherwise only when the upstream fails or
-    /// blocks. Status and balance must not look current when they are not.
-    pub stale_on_refusal: bool,
+    /// What a lookup does with an entry past its fresh time.
+    pub when_stale: WhenStale,
+}
+
+/// What a lookup does with an entry past its fresh time. Whatever it is
+/// served with, a stale answer says so (`x-cache: STALE`, `age`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenStale {
+    /// Serve it at once and refresh it in the background (catalog).
+    Serve,
+    /// Queue one refresh behind interactive calls, which keeps its place
+    /// after the askers leave, and wait for it until the caller's deadline;
+    /// serve the entry if the refresh is not back by then or is refused
+    /// (status: under a poll storm the oldest statuses are refreshed in
+    /// turn, and nobody gets an error while an earlier answer exists).
+    AwaitRefresh,
+    /// Refresh first; serve the entry only when the upstream fails or
+    /// blocks, never because the gateway's own queue refused (balance:
+    /// it must not look current when it is not).
+    Refresh,
 }
 
 type Outcome = Result<Arc<Stored>, Arc<ProxyError>>;
@@ -169,20 +182,23 @@ impl ResponseCache {
         if let Some(stored) = cached.as_ref().filter(|s| s.is_fresh()) {
             return Ok((Arc::clone(stored), CacheResult::Hit));
         }
-        if let Some(stored) = cached.as_ref().filter(|_| policy.stale_while_refresh) {
-            let background = CallMeta {
-                priority: Background,
-                deadline: far_future(),
-                ..meta
-            };
-            drop(self.join_or_start(key, policy, call, background, false));
-            return Ok((Arc::clone(stored), CacheResult::Stale));
-        }
-
-        let done = self.join_or_start(key, policy, call, meta, true);
-        let outcome = flight::wait(done)
-            .await
-            .unwrap_or(Err(Arc::new(ProxyError::Internal)));
+        let deadline = meta.deadline;
+        let done = match (&cached, policy.when_stale) {
+            (Some(stored), WhenStale::Serve) => {
+                drop(self.join_or_start(key, policy, call, background(meta), false));
+                return Ok((Arc::clone(stored), CacheResult::Stale));
+            }
+            (Some(stored), WhenStale::AwaitRefresh) => {
+                let done = self.join_or_start(key, policy, call, background(meta), false);
+                let Ok(outcome) = tokio::time::timeout_at(deadline, flight::wait(done)).await
+                else {
+                    return Ok((Arc::clone(stored), CacheResult::Stale));
+                };
+                outcome
+            }
+            _ => flight::wait(self.join_or_start(key, policy, call, meta, true)).await,
+        };
+        let outcome = done.unwrap_or(Err(Arc::new(ProxyError::Internal)));
         match (outcome, cached) {
             (Ok(stored), _) => Ok((stored, CacheResult::Miss)),
             (Err(error), Some(stale)) if serves_stale_on(&error, policy) => {
@@ -261,15 +277,21 @@ impl ResponseCache {
 use crate::upstream::pacer::Priority::Background;
 use crate::upstream::pacer::Refusal;
 
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(3600)
+/// The refresh of a stale entry: behind interactive calls, and kept in the
+/// queue until its turn (the pacer bounds how many such calls wait).
+fn background(meta: CallMeta) -> CallMeta {
+    CallMeta {
+        priority: Background,
+        deadline: Instant::now() + Duration::from_secs(3600),
+        ..meta
+    }
 }
 
 /// Failures during which a stale answer beats an error.
 fn serves_stale_on(error: &ProxyError, policy: Policy) -> bool {
     match error {
         ProxyError::Upstream(_) | ProxyError::Refused(Refusal::Blocked { .. }) => true,
-        ProxyError::Refused(_) => policy.stale_on_refusal,
+        ProxyError::Refused(_) => policy.when_stale != WhenStale::Refresh,
         _ => false,
     }
 }

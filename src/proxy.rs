@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::auth::{ApiKey, KeyVerdicts, Verdict};
-use crate::cache::{CacheResult, Policy, ResponseCache};
+use crate::cache::{CacheResult, Policy, ResponseCache, WhenStale};
 use crate::config::{Config, ConfigError, secs};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
@@ -304,12 +304,15 @@ impl Gateway {
             Freshness::Balance => c.balance_ttl_seconds,
             Freshness::Never => 0.0,
         };
-        let catalog = route.class == RouteClass::Catalog;
+        let when_stale = match route.class {
+            RouteClass::Catalog => WhenStale::Serve,
+            RouteClass::Status => WhenStale::AwaitRefresh,
+            _ => WhenStale::Refresh,
+        };
         Policy {
             ttl: secs(ttl),
             final_ttl: secs(c.final_status_ttl_seconds).max(secs(ttl)),
-            stale_while_refresh: catalog,
-            stale_on_refusal: catalog,
+            when_stale,
         }
     }
 

@@ -1,0 +1,182 @@
+//! Many clients polling many orders at the real pacing (paused clock): once
+//! an order's status has been seen, its pollers get it (fresh or marked
+//! STALE with its age) instead of errors, the statuses are refreshed in turn
+//! within the upstream budget, and a change reaches the pollers.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Stack, header, offer_with_stock, real_pacing, start_with};
+use tokio::time::Instant;
+
+const ORDERS: usize = 20;
+const CLIENTS: usize = 60;
+const POLL: Duration = Duration::from_secs(2);
+const STORM: Duration = Duration::from_secs(240);
+/// One upstream call per 2.6 s on the one egress.
+const PERIOD: f64 = 2.6;
+
+/// What the pollers saw of one order.
+#[derive(Default)]
+struct Seen {
+    /// When a poller first got a 200 for it.
+    first_ok_at: Option<Instant>,
+    /// Answers to polls sent after that: (status, x-cache, age).
+    after_first: Vec<(u16, String, u64)>,
+    /// When a poller first saw its OTP.
+    otp_seen_at: Option<Instant>,
+}
+
+/// Buys `ORDERS` numbers straight from the simulator, from 127.0.0.2 at a
+/// pace its limiter allows (virtual time), and returns their ids.
+async fn buy_orders(stack: &Stack) -> Vec<String> {
+    let (number_id, provider_id) = offer_with_stock(stack, "13", ORDERS as i64).await;
+    let mut ids = Vec::new();
+    for _ in 0..ORDERS {
+        tokio::time::sleep(Duration::from_millis(2600)).await;
+        let path = format!("/v2/orders?number_id={number_id}&provider_id={provider_id}");
+        let request = stack.direct.get(stack.sim_url(&path));
+        let answer = request.header("x-apikey", &stack.key_a).send().await;
+        let body: serde_json::Value = answer.unwrap().json().await.unwrap();
+        ids.push(
+            body["data"]["order_id"]
+                .as_str()
+                .expect("order id")
+                .to_owned(),
+        );
+    }
+    // Let the simulator's window forget the set-up calls.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    ids
+}
+
+async fn poller(stack: Arc<Stack>, order: String, seen: Arc<Mutex<Seen>>, began: Instant) {
+    let path = format!("/v1/orders/get_status?order_id={order}");
+    while began.elapsed() < STORM {
+        let sent_at = Instant::now();
+        let response = stack.get(&path, &stack.key_a).await;
+        let status = response.status().as_u16();
+        let cache = header(&response, "x-cache");
+        let age = header(&response, "age").parse().unwrap_or(0);
+        let body: serde_json::Value = response.json().await.expect("JSON, always");
+        let otp = body["data"]["otp_code"].as_str().unwrap_or("-");
+        {
+            let mut seen = seen.lock().unwrap();
+            if seen.first_ok_at.is_some_and(|first| first <= sent_at) {
+                seen.after_first.push((status, cache, age));
+            }
+            if status == 200 {
+                seen.first_ok_at.get_or_insert(sent_at);
+                if otp != "-" {
+                    seen.otp_seen_at.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn median(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable();
+    values[values.len() / 2]
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_poll_storm_gets_statuses_in_turn_within_the_budget_and_no_errors_once_seen() {
+    let stack = start_with(
+        |sim| {
+            sim.limit = 5;
+            sim.window = Duration::from_secs(10);
+            sim.block = Duration::from_secs(60);
+            sim.sms_delay = Duration::from_secs(100_000);
+        },
+        real_pacing,
+    )
+    .await;
+    let orders = buy_orders(&stack).await;
+    let stack = Arc::new(stack);
+    let calls_before = stack.upstream_calls("/get_status").len();
+
+    let began = Instant::now();
+    let seen: Vec<Arc<Mutex<Seen>>> = orders.iter().map(|_| Arc::default()).collect();
+    let pollers: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let order = client % ORDERS;
+            let (stack, seen) = (Arc::clone(&stack), Arc::clone(&seen[order]));
+            tokio::spawn(poller(stack, orders[order].clone(), seen, began))
+        })
+        .collect();
+
+    // Half-way, each order's SMS arrives, one order every 2 s.
+    tokio::time::sleep(STORM / 2).await;
+    let mut sms_sent = Vec::new();
+    for order in &orders {
+        sms_sent.push(Instant::now());
+        let control = format!("http://{}/__sim/orders/{order}/sms", stack.sim.addr());
+        let delivered = stack.direct.post(control).send().await.unwrap();
+        assert!(delivered.status().is_success());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    for poller in pollers {
+        poller.await.unwrap();
+    }
+
+    let elapsed = began.elapsed().as_secs_f64();
+    let calls = stack.upstream_calls("/get_status").len() - calls_before;
+    let stats = stack.sim.stats();
+    let (mut ages, mut stale, mut otp_delays) = (Vec::new(), 0, Vec::new());
+    for (i, seen) in seen.iter().enumerate() {
+        let seen = seen.lock().unwrap();
+        let bad: Vec<_> = seen.after_first.iter().filter(|a| a.0 != 200).collect();
+        assert!(
+            bad.is_empty(),
+            "order {i}: errors after its first status: {bad:?}"
+        );
+        ages.extend(seen.after_first.iter().map(|a| a.2));
+        stale += seen.after_first.iter().filter(|a| a.1 == "STALE").count();
+        let otp_at = seen
+            .otp_seen_at
+            .expect("every order's OTP reached its pollers");
+        otp_delays.push((otp_at - sms_sent[i]).as_secs());
+    }
+    println!(
+        "{ORDERS} orders, {CLIENTS} pollers every {POLL:?} for {elapsed:.0} s: {calls} upstream status calls \
+         (budget {:.0}), max {} per window, {} violations; {} answers after first sight, {stale} STALE, \
+         median age {} s, max age {} s; OTP seen after at most {} s",
+        elapsed / PERIOD,
+        stats.max_in_any_window,
+        stats.window_violations,
+        ages.len(),
+        median(ages.clone()),
+        ages.iter().max().unwrap(),
+        otp_delays.iter().max().unwrap(),
+    );
+
+    assert_eq!(stats.window_violations, 0);
+    assert!(stats.max_in_any_window <= 4);
+    assert!(
+        calls as f64 <= elapsed / PERIOD + 1.0,
+        "{calls} calls in {elapsed} s"
+    );
+    // Refreshed in turn: each order about once per ORDERS slots.
+    let turn = ORDERS as f64 * PERIOD;
+    assert!((median(ages.clone()) as f64) <= turn, "median age");
+    assert!(
+        (*ages.iter().max().unwrap() as f64) <= 2.0 * turn,
+        "max age"
+    );
+    assert!(
+        stale > 0,
+        "the storm outran the budget, so some answers were stale"
+    );
+    // The SMS went out over ORDERS × 2 s; each order's pollers saw it within
+    // about two turns of the refresh cycle.
+    assert!(
+        otp_delays
+            .iter()
+            .all(|d| (*d as f64) <= 2.0 * turn + ORDERS as f64 * 2.0)
+    );
+    Arc::into_inner(stack).expect("pollers done").stop().await;
+}
