@@ -116,10 +116,11 @@ pub enum WhenStale {
     /// Serve it at once and refresh it in the background (catalog).
     Serve,
     /// Queue one refresh behind interactive calls, which keeps its place
-    /// after the askers leave, and wait for it until the caller's deadline;
-    /// serve the entry if the refresh is not back by then or is refused
-    /// (status: under a poll storm the oldest statuses are refreshed in
-    /// turn, and nobody gets an error while an earlier answer exists).
+    /// after the askers leave; wait for it until the caller's deadline if it
+    /// is expected to start by then, else serve the entry at once; also
+    /// serve it if the refresh is late or refused (status: under a poll
+    /// storm statuses are refreshed in turn, and nobody waits in vain or
+    /// gets an error while an earlier answer exists).
     AwaitRefresh,
     /// Refresh first; serve the entry only when the upstream fails or
     /// blocks, never because the gateway's own queue refused (balance:
@@ -147,7 +148,9 @@ impl Expiry<CacheKey, Arc<Stored>> for StoredExpiry {
 /// Answers by cache key, with one fill at a time per key.
 pub struct ResponseCache {
     entries: moka::future::Cache<CacheKey, Arc<Stored>>,
-    fills: Flights<CacheKey, Outcome, ()>,
+    /// Fills under way, tagged with when their call is expected to start
+    /// (`None`: not known).
+    fills: Flights<CacheKey, Outcome, Option<Instant>>,
     upstream: Arc<Upstream>,
 }
 
@@ -189,14 +192,19 @@ impl ResponseCache {
                 return Ok((Arc::clone(stored), CacheResult::Stale));
             }
             (Some(stored), WhenStale::AwaitRefresh) => {
-                let done = self.join_or_start(key, policy, call, background(meta), false);
+                let (done, expected) =
+                    self.join_or_start(key, policy, call, background(meta), false);
+                let stale = || Ok((Arc::clone(stored), CacheResult::Stale));
+                if expected.is_some_and(|start| start > deadline) {
+                    return stale();
+                }
                 let Ok(outcome) = tokio::time::timeout_at(deadline, flight::wait(done)).await
                 else {
-                    return Ok((Arc::clone(stored), CacheResult::Stale));
+                    return stale();
                 };
                 outcome
             }
-            _ => flight::wait(self.join_or_start(key, policy, call, meta, true)).await,
+            _ => flight::wait(self.join_or_start(key, policy, call, meta, true).0).await,
         };
         let outcome = done.unwrap_or(Err(Arc::new(ProxyError::Internal)));
         match (outcome, cached) {
@@ -219,6 +227,9 @@ impl ResponseCache {
         self.entries.invalidate(key).await;
     }
 
+    /// Joins the fill of `key` or starts one; returns its result channel and
+    /// when its call is expected to start (`None` if the egress is blocked,
+    /// or unknown for a fill started by a plain miss).
     fn join_or_start(
         self: &Arc<Self>,
         key: CacheKey,
@@ -226,9 +237,14 @@ impl ResponseCache {
         call: OutboundCall,
         meta: CallMeta,
         abandonable: bool,
-    ) -> watch::Receiver<Option<Outcome>> {
-        let (fill, receiver) = match self.fills.join_or_lead(&key, (), |_| true) {
-            Role::Join(_, receiver) => return receiver,
+    ) -> (watch::Receiver<Option<Outcome>>, Option<Instant>) {
+        let expected = if abandonable {
+            None
+        } else {
+            self.upstream.predicted_start(&meta)
+        };
+        let (fill, receiver) = match self.fills.join_or_lead(&key, expected, |_| true) {
+            Role::Join(fill, receiver) => return (receiver, fill.tag),
             Role::Lead(fill, receiver) => (fill, receiver),
         };
         let cache = Arc::clone(self);
@@ -246,13 +262,13 @@ impl ResponseCache {
             };
             cache.fills.finish(&key, &fill, outcome);
         });
-        receiver
+        (receiver, expected)
     }
 
     async fn store(
         &self,
         key: &CacheKey,
-        fill: &Arc<Flight<Outcome, ()>>,
+        fill: &Arc<Flight<Outcome, Option<Instant>>>,
         answer: Answer,
         policy: Policy,
     ) -> Arc<Stored> {

@@ -23,8 +23,8 @@ const PERIOD: f64 = 2.6;
 struct Seen {
     /// When a poller first got a 200 for it.
     first_ok_at: Option<Instant>,
-    /// Answers to polls sent after that: (status, x-cache, age).
-    after_first: Vec<(u16, String, u64)>,
+    /// Answers to polls sent after that: (status, x-cache, age, virtual ms taken).
+    after_first: Vec<(u16, String, u64, u64)>,
     /// When a poller first saw its OTP.
     otp_seen_at: Option<Instant>,
 }
@@ -65,7 +65,8 @@ async fn poller(stack: Arc<Stack>, order: String, seen: Arc<Mutex<Seen>>, began:
         {
             let mut seen = seen.lock().unwrap();
             if seen.first_ok_at.is_some_and(|first| first <= sent_at) {
-                seen.after_first.push((status, cache, age));
+                let took = sent_at.elapsed().as_millis() as u64;
+                seen.after_first.push((status, cache, age, took));
             }
             if status == 200 {
                 seen.first_ok_at.get_or_insert(sent_at);
@@ -126,7 +127,7 @@ async fn a_poll_storm_gets_statuses_in_turn_within_the_budget_and_no_errors_once
     let elapsed = began.elapsed().as_secs_f64();
     let calls = stack.upstream_calls("/get_status").len() - calls_before;
     let stats = stack.sim.stats();
-    let (mut ages, mut stale, mut otp_delays) = (Vec::new(), 0, Vec::new());
+    let (mut ages, mut stale, mut otp_delays, mut took) = (Vec::new(), 0, Vec::new(), Vec::new());
     for (i, seen) in seen.iter().enumerate() {
         let seen = seen.lock().unwrap();
         let bad: Vec<_> = seen.after_first.iter().filter(|a| a.0 != 200).collect();
@@ -136,6 +137,7 @@ async fn a_poll_storm_gets_statuses_in_turn_within_the_budget_and_no_errors_once
         );
         ages.extend(seen.after_first.iter().map(|a| a.2));
         stale += seen.after_first.iter().filter(|a| a.1 == "STALE").count();
+        took.extend(seen.after_first.iter().map(|a| a.3));
         let otp_at = seen
             .otp_seen_at
             .expect("every order's OTP reached its pollers");
@@ -144,13 +146,14 @@ async fn a_poll_storm_gets_statuses_in_turn_within_the_budget_and_no_errors_once
     println!(
         "{ORDERS} orders, {CLIENTS} pollers every {POLL:?} for {elapsed:.0} s: {calls} upstream status calls \
          (budget {:.0}), max {} per window, {} violations; {} answers after first sight, {stale} STALE, \
-         median age {} s, max age {} s; OTP seen after at most {} s",
+         median age {} s, max age {} s, median poll {} ms (virtual); OTP seen after at most {} s",
         elapsed / PERIOD,
         stats.max_in_any_window,
         stats.window_violations,
         ages.len(),
         median(ages.clone()),
         ages.iter().max().unwrap(),
+        median(took.clone()),
         otp_delays.iter().max().unwrap(),
     );
 
@@ -179,4 +182,35 @@ async fn a_poll_storm_gets_statuses_in_turn_within_the_budget_and_no_errors_once
             .all(|d| (*d as f64) <= 2.0 * turn + ORDERS as f64 * 2.0)
     );
     Arc::into_inner(stack).expect("pollers done").stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_poller_gets_fresh_statuses_not_stale_ones() {
+    let stack = start_with(
+        |sim| {
+            sim.limit = 5;
+            sim.window = Duration::from_secs(10);
+            sim.sms_delay = Duration::from_secs(100_000);
+        },
+        real_pacing,
+    )
+    .await;
+    let (number_id, provider_id) = offer_with_stock(&stack, "13", 1).await;
+    let path = format!("/v2/orders?number_id={number_id}&provider_id={provider_id}");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (status, _, body) = stack.get_json(&path, &stack.key_a).await;
+    assert_eq!(status, 200, "{body}");
+    let order = body["data"]["order_id"].as_str().unwrap().to_owned();
+
+    let poll = format!("/v1/orders/get_status?order_id={order}");
+    let mut caches = Vec::new();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (status, cache, _) = stack.get_json(&poll, &stack.key_a).await;
+        assert_eq!(status, 200);
+        caches.push(cache);
+    }
+    // Every poll came after the 2 s reuse time, and the queue was free.
+    assert!(caches.iter().all(|c| c == "MISS"), "{caches:?}");
+    stack.stop().await;
 }

@@ -124,6 +124,13 @@ impl Upstream {
             .map(|(_, id)| id)
     }
 
+    /// When a call described by `meta` queued now would start, or `None`
+    /// while its egress is blocked or closed.
+    pub fn predicted_start(&self, meta: &CallMeta) -> Option<Instant> {
+        let pacer = &self.egress(meta.egress).pacer;
+        pacer.predicted_start(meta.priority, meta.turn)
+    }
+
     /// Refuses every queued call on every egress (shutdown).
     pub fn close(&self) {
         for egress in &self.egresses {
