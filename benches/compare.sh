@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # otpgate side by side with nginx and a bare hyper server, on loopback.
 #
-#   benches/compare.sh            # everything, about 5 minutes
+#   benches/compare.sh            # everything, about 17 minutes
 #   QUICK=1 benches/compare.sh    # cache hits only, about 1 minute
 #
 # 1. Cache hits of /api/v2/services (with x-apikey) served by otpgate, by
@@ -10,6 +10,9 @@
 # 2. Memory: VmRSS idle and with 10,000 idle keep-alive connections.
 # 3. Pacing: a flood of uncached calls through otpgate and through nginx
 #    limit_req, each against a simulator at the real limit (5 calls per 10 s).
+# 4. Poll storm: STORM_CLIENTS clients polling the status of STORM_ORDERS
+#    orders every STORM_PERIOD s through otpgate (benches/poll_storm.py), at the
+#    real limit: upstream calls against the budget, status age, gateway CPU.
 #
 # Installs nginx and wrk from Debian's packages when missing. Everything runs on
 # 127.0.0.1 and is stopped on exit. Servers run on one CPU, the load generator
@@ -18,7 +21,11 @@
 #
 # Settings (environment): CONNECTIONS=64 DURATION=10 RATE=1000 REPEAT=3 (cache-hit
 # rounds, interleaved; each figure is the median) IDLE_CONNECTIONS=10000
-# PACING_SECONDS=60 PORT_BASE=18100 SERVER_CPU=1 LOAD_CPU=0 QUICK=0 NO_BUILD=0.
+# PACING_SECONDS=60 STORM_ORDERS=100 STORM_CLIENTS=1000 STORM_PERIOD=2
+# STORM_SECONDS=600 (the first ORDERS x 2.6 s are the warm-up: every order's
+# first status) PORT_BASE=18100 SERVER_CPU=1 LOAD_CPU=0 NO_BUILD=0
+# ONLY=hits,memory,pacing,storm (the parts to run; memory needs hits) QUICK=0
+# (QUICK=1 is ONLY=hits).
 
 set -euo pipefail
 
@@ -27,10 +34,16 @@ DURATION=${DURATION:-10}
 RATE=${RATE:-1000}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 PACING_SECONDS=${PACING_SECONDS:-60}
+STORM_ORDERS=${STORM_ORDERS:-100}
+STORM_CLIENTS=${STORM_CLIENTS:-1000}
+STORM_PERIOD=${STORM_PERIOD:-2}
+STORM_SECONDS=${STORM_SECONDS:-600}
 PORT_BASE=${PORT_BASE:-18100}
 SERVER_CPU=${SERVER_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 QUICK=${QUICK:-0}
+ONLY=${ONLY:-hits,memory,pacing,storm}
+[ "$QUICK" = 1 ] && ONLY=hits
 NO_BUILD=${NO_BUILD:-0}
 REPEAT=${REPEAT:-3}
 
@@ -59,11 +72,15 @@ PACED_GATEWAY_ADMIN=$((PORT_BASE + 6))
 NGINX_CACHE=$((PORT_BASE + 7))
 NGINX_PACING=$((PORT_BASE + 8))
 CEILING_PORT=$((PORT_BASE + 9))
+STORM_SIM=$((PORT_BASE + 10))
+STORM_GATEWAY=$((PORT_BASE + 11))
+STORM_GATEWAY_ADMIN=$((PORT_BASE + 12))
 
 PIDS=()
 REPORT=()
 
 log() { printf '%s\n' "compare: $*" >&2; }
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
 die() { log "$*"; exit 1; }
 row() { REPORT+=("$(printf "$@")"); }
 
@@ -150,9 +167,12 @@ stop() {
     wait "$1" 2>/dev/null || true
 }
 
-start_sim() { # name port limit
-    start "$1" "${PIN_LOAD[@]}" "$BIN" sim --listen "$HOST:$2" --limit "$3" --window-seconds 10
-    wait_http "http://$HOST:$2/__sim/stats"
+start_sim() { # name port limit [sim options...]
+    local name=$1 port=$2 limit=$3
+    shift 3
+    start "$name" "${PIN_LOAD[@]}" "$BIN" sim --listen "$HOST:$port" --limit "$limit" \
+        --window-seconds 10 "$@"
+    wait_http "http://$HOST:$port/__sim/stats"
 }
 
 start_gateway() { # name port admin_port upstream_port
@@ -350,6 +370,25 @@ pacing() {
     stop "$origin"
 }
 
+# The poll storm against its own simulator (real limit, a balance for the
+# orders, no SMS until the script delivers them) and gateway.
+poll_storm() {
+    log "poll storm: $STORM_CLIENTS clients, $STORM_ORDERS orders, every ${STORM_PERIOD}s, ${STORM_SECONDS}s"
+    start_sim sim-storm "$STORM_SIM" 5 --account "$KEY=1000000000" --sms-delay-seconds 1000000
+    local origin=$LAST_PID
+    start_gateway otpgate-storm "$STORM_GATEWAY" "$STORM_GATEWAY_ADMIN" "$STORM_SIM"
+    local gateway=$LAST_PID
+    "${PIN_LOAD[@]}" python3 "$ROOT/benches/poll_storm.py" "$STORM_GATEWAY" "$STORM_SIM" \
+        "$gateway" "$KEY" "$STORM_ORDERS" "$STORM_CLIENTS" "$STORM_PERIOD" "$STORM_SECONDS" \
+        "$PACING_PERIOD" >"$WORK/storm.json" 2>"$WORK/storm.err" ||
+        die "poll storm failed: $(cat "$WORK/storm.err")"
+    STORM=$(cat "$WORK/storm.json")
+    stop "$gateway"
+    stop "$origin"
+}
+
+storm() { echo "$STORM" | python3 -c "import json, sys; print(json.load(sys.stdin)['$1'])"; }
+
 # --- the table ----------------------------------------------------------------
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -364,6 +403,14 @@ report() {
         "$(nginx -v 2>&1 | sed 's/.*version: //')" \
         "$(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }')"
     row "pinning: %s" "$PINNING"
+    want hits && report_hits
+    want memory && report_memory
+    want pacing && report_pacing
+    want storm && report_storm
+    return 0
+}
+
+report_hits() {
     row "route: GET %s with x-apikey, %s-byte JSON body; wrk -t1 -c%s -d%ss, median of %s" \
         "$ROUTE" "$BODY_BYTES" "$CONNECTIONS" "$DURATION" "$REPEAT"
     row ""
@@ -391,8 +438,9 @@ report() {
         "$(ratio "$(field "${PACED[otpgate]}" 3)" "$(field "${PACED[nginx]}" 3)")"
     row "  p99 at saturation otpgate / nginx %4s" \
         "$(ratio "$(field "${SAT[otpgate]}" 3)" "$(field "${SAT[nginx]}" 3)")"
-    [ "$QUICK" = 1 ] && return
+}
 
+report_memory() {
     row ""
     row "memory (VmRSS, MiB)                 idle   %6s idle conns (open)   goal" "$IDLE_CONNECTIONS"
     row "  otpgate                         %6s   %6s (%s)             < 30 / < 150" \
@@ -403,7 +451,9 @@ report() {
     row "  nginx, master + all processes   %6s   %6s (%s)" \
         "$(mib "$MEM_NGINX_IDLE")" "$(mib "$(field "$MEM_NGINX_CONNS" 1)")" \
         "$(field "$MEM_NGINX_CONNS" 2)"
+}
 
+report_pacing() {
     row ""
     row "pacing, flood of uncached calls, origin at 5 calls / 10 s, safe period %s s" "$PACING_PERIOD"
     row "%-26s %6s %9s %11s %11s %7s %9s" "" "calls" "elapsed" "efficiency" "violations" \
@@ -424,6 +474,29 @@ report() {
         "$PACING_PERIOD"
 }
 
+report_storm() {
+    row ""
+    row "poll storm: %s clients polling %s orders every %s s through otpgate, origin at 5 / 10 s" \
+        "$STORM_CLIENTS" "$STORM_ORDERS" "$STORM_PERIOD"
+    row "  warm-up (until every order answered once)  %6s s  %s polls, %s refused, %s upstream calls" \
+        "$(storm warmup_s)" "$(storm warmup_answers)" "$(storm warmup_errors)" \
+        "$(storm warmup_upstream_calls)"
+    row "  measured after it                          %6s s  %s polls (%s/s), by status %s" \
+        "$(storm steady_s)" "$(storm steady_answers)" "$(storm steady_rps)" \
+        "$(storm steady_by_status)"
+    row "  answers by x-cache                         %s" "$(storm steady_by_cache)"
+    row "  upstream calls/s                           %6s   budget %s, %s violations, %s blocks" \
+        "$(storm upstream_calls_per_s)" "$(storm budget_calls_per_s)" \
+        "$(storm window_violations)" "$(storm blocks)"
+    row "  status age seen, s: median %s, p90 %s, max %s   goal: median <= %s (orders x period / 1 egress)" \
+        "$(storm age_median_s)" "$(storm age_p90_s)" "$(storm age_max_s)" "$(storm age_goal_s)"
+    row "  OTP delivered -> first seen by a poller, s: median %s, max %s (%s of %s seen)" \
+        "$(storm otp_delay_median_s)" "$(storm otp_delay_max_s)" "$(storm otp_seen)" \
+        "$(storm otp_delivered)"
+    row "  gateway CPU %s %% of one core, RSS %s MiB after the storm" \
+        "$(storm gateway_cpu_percent)" "$(storm gateway_rss_mib)"
+}
+
 # --- main -----------------------------------------------------------------------
 
 main() {
@@ -434,20 +507,21 @@ main() {
     [ ${#PIN_SERVER[@]} -eq 0 ] && SERVER_CPUS=$(nproc)
     local port
     for port in $SIM_FAST $SIM_REAL $GATEWAY $GATEWAY_ADMIN $PACED_GATEWAY \
-        $PACED_GATEWAY_ADMIN $NGINX_CACHE $NGINX_PACING $CEILING_PORT; do
+        $PACED_GATEWAY_ADMIN $NGINX_CACHE $NGINX_PACING $CEILING_PORT $STORM_SIM \
+        $STORM_GATEWAY $STORM_GATEWAY_ADMIN; do
         port_free "$port" || die "port $port is in use; set PORT_BASE"
     done
 
-    start_sim sim-fast "$SIM_FAST" 100000
-    start_gateway otpgate "$GATEWAY" "$GATEWAY_ADMIN" "$SIM_FAST"
-    GATEWAY_PID=$LAST_PID
-    start_nginx
-
-    cache_hits
-    if [ "$QUICK" != 1 ]; then
-        memory
-        pacing
+    if want hits || want memory || want pacing; then
+        start_sim sim-fast "$SIM_FAST" 100000
+        start_gateway otpgate "$GATEWAY" "$GATEWAY_ADMIN" "$SIM_FAST"
+        GATEWAY_PID=$LAST_PID
+        start_nginx
     fi
+    if want hits || want memory; then cache_hits; fi
+    if want memory; then memory; fi
+    if want pacing; then pacing; fi
+    if want storm; then poll_storm; fi
 
     report
     mkdir -p "$OUT_DIR"

@@ -31,6 +31,7 @@ use crate::routes::{self, Freshness, Route, RouteClass};
 use crate::store::{Store, StoreError};
 use crate::upstream::pacer::Priority;
 use crate::upstream::{Answer, Upstream};
+pub use request::answer_response;
 use request::{ClientLimiter, check_method, client_limiter, idempotency_key, prune_periodically};
 
 /// Everything the request path needs, shared by all connections.

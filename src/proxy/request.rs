@@ -188,7 +188,7 @@ pub(super) fn query_value(query: Option<&str>, name: &str) -> Option<String> {
 
 /// The upstream's answer as the client gets it, with `x-cache` and `age`
 /// for answers the cache served.
-pub(super) fn answer_response(
+pub fn answer_response(
     answer: &Answer,
     cached: Option<(CacheResult, &Stored)>,
 ) -> Response<Full<Bytes>> {
