@@ -167,10 +167,13 @@ impl Tour {
             base: self.base.clone(),
             http: self.http.clone(),
         });
-        let calls = (0..bots).map(|_| {
-            let tour = Arc::clone(&tour);
-            tokio::spawn(async move { tour.fetch("/v2/services").await })
-        });
+        // Collected, so that all are spawned before the first is awaited.
+        let calls: Vec<_> = (0..bots)
+            .map(|_| {
+                let tour = Arc::clone(&tour);
+                tokio::spawn(async move { tour.fetch("/v2/services").await })
+            })
+            .collect();
         let mut cache_results = std::collections::BTreeMap::<String, usize>::new();
         let mut body = Value::Null;
         for call in calls {
