@@ -47,6 +47,14 @@ enum Guard {
     Identical { client: String, hash: String },
 }
 
+impl Guard {
+    fn client(&self) -> &str {
+        match self {
+            Guard::Explicit { client, .. } | Guard::Identical { client, .. } => client,
+        }
+    }
+}
+
 type Outcome = Result<(Answer, Delivery), Arc<ProxyError>>;
 
 /// When a flight started and for which call.
@@ -200,15 +208,16 @@ impl Once {
         };
         if let Guard::Identical { client, .. } = guard {
             self.hold_if_lost(client, hash).await?;
-            // Durable before sending: if the gateway dies mid-call, the
-            // restarted one holds identical calls as if the answer was lost.
-            let hold = self.settings.unknown_hold;
-            let written = self
-                .store
-                .record_unknown(client, hash, pending.clone(), hold)
-                .await;
-            written.map_err(store_failure)?;
         }
+        // Durable before sending: if the gateway dies mid-call, the restarted
+        // one holds identical key-less calls as if the answer was lost. Also
+        // for keyed calls: a retry that drops the key must not buy again.
+        let hold = self.settings.unknown_hold;
+        let written = self
+            .store
+            .record_unknown(guard.client(), hash, pending.clone(), hold)
+            .await;
+        written.map_err(store_failure)?;
 
         let result = self
             .upstream
@@ -291,29 +300,34 @@ impl Once {
         lost: UnknownOutcome,
         result: &Result<Answer, ProxyError>,
     ) {
-        let written = match (guard, result) {
-            (Guard::Explicit { client, key }, Ok(answer)) => {
+        let client = guard.client();
+        let lost_now = matches!(result, Err(ProxyError::OutcomeUnknown { .. }));
+        let keyed = match (guard, result) {
+            (Guard::Explicit { key, .. }, Ok(answer)) => Some(
                 self.store
                     .settle(client, key, Some(stored_from(answer)))
-                    .await
+                    .await,
+            ),
+            (Guard::Explicit { key, .. }, Err(_)) if lost_now => {
+                Some(self.store.settle(client, key, None).await)
             }
-            (Guard::Explicit { client, key }, Err(ProxyError::OutcomeUnknown { .. })) => {
-                self.store.settle(client, key, None).await
-            }
-            (Guard::Explicit { client, key }, Err(_)) => self.store.release(client, key).await,
-            (Guard::Identical { client, .. }, Err(ProxyError::OutcomeUnknown { .. })) => {
-                let lost = UnknownOutcome {
-                    at_ms: now_ms(),
-                    ..lost
-                };
-                self.store
-                    .record_unknown(client, hash, lost, self.settings.unknown_hold)
-                    .await
-            }
-            (Guard::Identical { client, .. }, _) => self.store.clear_unknown(client, hash).await,
+            (Guard::Explicit { key, .. }, Err(_)) => Some(self.store.release(client, key).await),
+            (Guard::Identical { .. }, _) => None,
         };
-        if let Err(error) = written {
-            tracing::error!(%error, "could not record the outcome of a mutating call");
+        let held = if lost_now {
+            let lost = UnknownOutcome {
+                at_ms: now_ms(),
+                ..lost
+            };
+            let hold = self.settings.unknown_hold;
+            self.store.record_unknown(client, hash, lost, hold).await
+        } else {
+            self.store.clear_unknown(client, hash).await
+        };
+        for written in keyed.into_iter().chain([held]) {
+            if let Err(error) = written {
+                tracing::error!(%error, "could not record the outcome of a mutating call");
+            }
         }
     }
 }

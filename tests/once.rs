@@ -214,7 +214,7 @@ async fn after_a_lost_answer_an_identical_call_is_held_even_when_the_balance_loo
 }
 
 #[tokio::test]
-async fn a_key_whose_answer_was_lost_replays_outcome_unknown_without_sending() {
+async fn a_key_whose_answer_was_lost_replays_outcome_unknown_and_holds_keyless_retries() {
     let stack = start_with(|_| {}, |_| {}).await;
     let create = create_path(&stack).await;
     let dropped = Fault {
@@ -233,6 +233,15 @@ async fn a_key_whose_answer_was_lost_replays_outcome_unknown_without_sending() {
         (502, Some("outcome_unknown"))
     );
     assert_eq!(stack.upstream_calls("/v2/orders").len(), 1);
+
+    // A retry that drops the key is held too, and a new key is a new purchase.
+    let (status, _, held) = send(&stack, &create, &[]).await;
+    assert_eq!(status, 409, "{held}");
+    assert_eq!(held["error"]["code"], "previous_outcome_unknown");
+    assert_eq!(stack.upstream_calls("/v2/orders").len(), 1);
+    let (status, _, fresh) = send(&stack, &create, &[("idempotency-key", "idem-lost-2")]).await;
+    assert_eq!(status, 200, "{fresh}");
+    assert_eq!(stack.upstream_calls("/v2/orders").len(), 2);
     stack.stop().await;
 }
 
