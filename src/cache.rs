@@ -19,8 +19,10 @@ use crate::flight::{self, Flight, Flights, Role};
 use crate::routes::Route;
 use crate::upstream::{Answer, CallMeta, OutboundCall, Upstream};
 
+mod refresh;
+
 /// Route, scope and the query parameters that matter, normalised.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CacheKey(Arc<str>);
 
 /// Who may read an entry.
@@ -115,12 +117,13 @@ pub struct Policy {
 pub enum WhenStale {
     /// Serve it at once and refresh it in the background (catalog).
     Serve,
-    /// Queue one refresh behind interactive calls, which keeps its place
-    /// after the askers leave; wait for it until the caller's deadline if it
-    /// is expected to start by then, else serve the entry at once; also
-    /// serve it if the refresh is late or refused (status: under a poll
-    /// storm statuses are refreshed in turn, and nobody waits in vain or
-    /// gets an error while an earlier answer exists).
+    /// Ask for a refresh, which is made in turn, oldest answer first, behind
+    /// interactive calls (see `refresh`); wait for it until the caller's
+    /// deadline if it is under way and expected to start by then, else
+    /// serve the entry at once; also serve it if the refresh is late or
+    /// refused (status: under a poll storm every status is refreshed once a
+    /// round, and nobody waits in vain or gets an error while an earlier
+    /// answer exists).
     AwaitRefresh,
     /// Refresh first; serve the entry only when the upstream fails or
     /// blocks, never because the gateway's own queue refused (balance:
@@ -151,6 +154,7 @@ pub struct ResponseCache {
     /// Fills under way, tagged with when their call is expected to start
     /// (`None`: not known).
     fills: Flights<CacheKey, Outcome, Option<Instant>>,
+    refreshes: refresh::Refreshes,
     upstream: Arc<Upstream>,
 }
 
@@ -161,9 +165,11 @@ impl ResponseCache {
             .max_capacity(max_entries)
             .expire_after(StoredExpiry { max_stale })
             .build();
+        let refreshes = refresh::Refreshes::new(upstream.egresses().len(), max_entries as usize);
         Arc::new(Self {
             entries,
             fills: Flights::default(),
+            refreshes,
             upstream,
         })
     }
@@ -192,10 +198,21 @@ impl ResponseCache {
                 return Ok((Arc::clone(stored), CacheResult::Stale));
             }
             (Some(stored), WhenStale::AwaitRefresh) => {
-                let (done, expected) =
-                    self.join_or_start(key, policy, call, background(meta), false);
                 let stale = || Ok((Arc::clone(stored), CacheResult::Stale));
-                if expected.is_some_and(|start| start > deadline) {
+                let under_way = match self.fills.join(&key) {
+                    Some(under_way) => under_way,
+                    None => {
+                        let fetched_at = stored.fetched_at;
+                        self.refreshes.want(&key, fetched_at, call, meta, policy);
+                        self.start_refreshes();
+                        let Some(under_way) = self.fills.join(&key) else {
+                            return stale();
+                        };
+                        under_way
+                    }
+                };
+                let (fill, done) = under_way;
+                if fill.tag.is_some_and(|start| start > deadline) {
                     return stale();
                 }
                 let Ok(outcome) = tokio::time::timeout_at(deadline, flight::wait(done)).await
@@ -225,6 +242,21 @@ impl ResponseCache {
     pub async fn invalidate(&self, key: &CacheKey) {
         self.fills.detach(key);
         self.entries.invalidate(key).await;
+    }
+
+    /// Starts the refreshes whose turn it is (oldest answer first, a few
+    /// per egress at a time); each one that ends starts the next.
+    fn start_refreshes(self: &Arc<Self>) {
+        while let Some((key, wish, place)) = self.refreshes.next() {
+            let meta = background(wish.meta);
+            let (done, _) = self.join_or_start(key, wish.policy, wish.call, meta, false);
+            let cache = Arc::clone(self);
+            tokio::spawn(async move {
+                let _ = flight::wait(done).await;
+                drop(place);
+                cache.start_refreshes();
+            });
+        }
     }
 
     /// Joins the fill of `key` or starts one; returns its result channel and

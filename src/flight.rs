@@ -26,6 +26,9 @@ pub enum Role<V, T> {
     Join(Arc<Flight<V, T>>, watch::Receiver<Option<V>>),
 }
 
+/// A flight joined, and its result channel.
+pub type Joined<V, T> = (Arc<Flight<V, T>>, watch::Receiver<Option<V>>);
+
 /// Flights by key.
 pub struct Flights<K, V, T> {
     map: Mutex<HashMap<K, Arc<Flight<V, T>>>>,
@@ -51,6 +54,13 @@ impl<K: Hash + Eq + Clone, V: Clone, T> Flights<K, V, T> {
         let flight = Arc::new(Flight { done, tag });
         map.insert(key.clone(), Arc::clone(&flight));
         Role::Lead(flight, receiver)
+    }
+
+    /// Joins the flight under way for `key`, if any.
+    pub fn join(&self, key: &K) -> Option<Joined<V, T>> {
+        let map = self.map.lock().expect("flights lock");
+        let flight = map.get(key)?;
+        Some((Arc::clone(flight), flight.done.subscribe()))
     }
 
     /// Whether `flight` is still the one registered for `key`.

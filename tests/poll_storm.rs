@@ -11,10 +11,11 @@ use std::time::Duration;
 use common::{Stack, header, offer_with_stock, real_pacing, start_with};
 use tokio::time::Instant;
 
-const ORDERS: usize = 20;
-const CLIENTS: usize = 60;
+/// More orders than half the queue (32), so that refreshes cannot all wait in it.
+const ORDERS: usize = 40;
+const CLIENTS: usize = 80;
 const POLL: Duration = Duration::from_secs(2);
-const STORM: Duration = Duration::from_secs(240);
+const STORM: Duration = Duration::from_secs(480);
 /// One upstream call per 2.6 s on the one egress.
 const PERIOD: f64 = 2.6;
 
@@ -163,24 +164,22 @@ async fn a_poll_storm_gets_statuses_in_turn_within_the_budget_and_no_errors_once
         calls as f64 <= elapsed / PERIOD + 1.0,
         "{calls} calls in {elapsed} s"
     );
-    // Refreshed in turn: each order about once per ORDERS slots.
+    // Refreshed in turn, oldest first: each order once per ORDERS slots.
     let turn = ORDERS as f64 * PERIOD;
-    assert!((median(ages.clone()) as f64) <= turn, "median age");
-    assert!(
-        (*ages.iter().max().unwrap() as f64) <= 2.0 * turn,
-        "max age"
-    );
+    let slack = 2.0 * PERIOD + POLL.as_secs_f64();
+    let max_age = *ages.iter().max().unwrap() as f64;
+    assert!((median(ages) as f64) <= turn / 2.0 + slack, "median age");
+    assert!(max_age <= turn + slack, "max age {max_age} s");
     assert!(
         stale > 0,
-        "the storm outran the budget, so some answers were stale"
+        "the storm outran the budget: some answers were stale"
     );
-    // The SMS went out over ORDERS × 2 s; each order's pollers saw it within
-    // about two turns of the refresh cycle.
-    assert!(
-        otp_delays
-            .iter()
-            .all(|d| (*d as f64) <= 2.0 * turn + ORDERS as f64 * 2.0)
-    );
+    // Each order's pollers saw its SMS by its next refresh, within a turn.
+    let late = otp_delays
+        .iter()
+        .filter(|d| **d as f64 > turn + slack)
+        .count();
+    assert_eq!(late, 0, "OTP delays {otp_delays:?}");
     Arc::into_inner(stack).expect("pollers done").stop().await;
 }
 
