@@ -46,6 +46,7 @@ fn response_and_admission(c: &mut Criterion) {
         },
         fetched_at: tokio::time::Instant::now(),
         fresh_for: Duration::from_secs(300),
+        fetched_with: None,
     };
     c.bench_function("cache_hit_response_building", |b| {
         b.iter(|| {

@@ -70,6 +70,9 @@ pub struct Stored {
     pub fetched_at: Instant,
     /// How long it counts as fresh.
     pub fresh_for: Duration,
+    /// Fingerprint of the key the call carried, if any: whoever joined the
+    /// fetch learns from it which key an answer (a 401) is about.
+    pub fetched_with: Option<crate::auth::Fingerprint>,
 }
 
 impl Stored {
@@ -288,8 +291,15 @@ impl ResponseCache {
                     std::future::pending::<()>().await;
                 }
             };
+            let fetched_with = call
+                .api_key
+                .as_ref()
+                .map(|key| crate::auth::Fingerprint::of(key.as_bytes()));
             let outcome = match cache.upstream.call(call, meta, unwatched).await {
-                Ok(answer) => Ok(cache.store(&key, &fill, answer, policy).await),
+                Ok(answer) => {
+                    let stored = cache.store(&key, &fill, answer, policy, fetched_with);
+                    Ok(stored.await)
+                }
                 Err(error) => Err(Arc::new(error)),
             };
             cache.fills.finish(&key, &fill, outcome);
@@ -303,6 +313,7 @@ impl ResponseCache {
         fill: &Arc<Flight<Outcome, Option<Instant>>>,
         answer: Answer,
         policy: Policy,
+        fetched_with: Option<crate::auth::Fingerprint>,
     ) -> Arc<Stored> {
         let storable = answer.status == http::StatusCode::OK && answer.is_success();
         let fresh_for = if is_final_status(&answer) {
@@ -314,6 +325,7 @@ impl ResponseCache {
             answer,
             fetched_at: Instant::now(),
             fresh_for,
+            fetched_with,
         });
         if storable && self.fills.is_current(key, fill) {
             self.entries.insert(key.clone(), Arc::clone(&stored)).await;

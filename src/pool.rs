@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use http::HeaderValue;
 
@@ -33,7 +33,8 @@ pub struct Account {
     /// The egress its calls leave by.
     pub egress: EgressId,
     balance: AtomicI64,
-    rejected: AtomicBool,
+    /// Until when the account is out after the upstream rejected its key.
+    rejected_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Account {
@@ -48,9 +49,10 @@ impl Account {
         (balance != UNKNOWN_BALANCE).then_some(balance)
     }
 
-    /// Whether the upstream rejected the key.
+    /// Whether the upstream rejected the key within `auth.rejected_key_ttl_seconds`.
     pub fn is_rejected(&self) -> bool {
-        self.rejected.load(Ordering::Relaxed)
+        let until = self.rejected_until.lock().expect("rejected lock");
+        until.is_some_and(|until| tokio::time::Instant::now() < until)
     }
 }
 
@@ -141,6 +143,7 @@ pub struct Pool {
     accounts: Vec<Account>,
     clients: HashMap<Fingerprint, Arc<Client>>,
     pass_through: bool,
+    rejected_for: std::time::Duration,
 }
 
 impl Pool {
@@ -164,7 +167,7 @@ impl Pool {
                 key,
                 egress,
                 balance: AtomicI64::new(UNKNOWN_BALANCE),
-                rejected: AtomicBool::new(false),
+                rejected_until: std::sync::Mutex::new(None),
             });
         }
         let clients = config
@@ -203,11 +206,13 @@ impl Pool {
                 .set(0.0);
         }
         let pass_through = config.auth.pass_through;
+        let rejected_for = crate::config::secs(config.auth.rejected_key_ttl_seconds);
         Ok(Self {
             metrics,
             accounts,
             clients,
             pass_through,
+            rejected_for,
         })
     }
 
@@ -304,25 +309,62 @@ impl Pool {
         gauge.set(balance as f64);
     }
 
-    /// Counts an upstream answer for an account.
+    /// Counts an upstream answer for an account; any answer but a 401
+    /// means its key is accepted again.
     pub fn note_answer(&self, id: AccountId, status: http::StatusCode) {
-        let name = &self.account(id).name;
+        let account = self.account(id);
+        let name = &account.name;
         self.metrics
             .account_answers
             .with_label_values(&[name, status.as_str()])
             .inc();
+        if status != http::StatusCode::UNAUTHORIZED
+            && account
+                .rejected_until
+                .lock()
+                .expect("rejected lock")
+                .take()
+                .is_some()
+        {
+            self.metrics
+                .account_rejected
+                .with_label_values(&[name])
+                .set(0.0);
+            tracing::info!(account = %name, key.fp = %account.key.fingerprint(),
+                "the upstream accepts this account's key again; it is back in its pools");
+        }
     }
 
-    /// Takes an account out after the upstream rejected its key.
+    /// Takes out the account whose key has `fingerprint`, if the gateway
+    /// holds it (a 401 to a fetch others may have joined).
+    pub fn mark_rejected_key(&self, fingerprint: crate::auth::Fingerprint) {
+        let held = self
+            .accounts
+            .iter()
+            .position(|a| a.key.fingerprint() == fingerprint);
+        if let Some(at) = held {
+            self.mark_rejected(AccountId(at));
+        }
+    }
+
+    /// Takes an account out for `auth.rejected_key_ttl_seconds` after the
+    /// upstream rejected its key; the first call after that tries it again.
     pub fn mark_rejected(&self, id: AccountId) {
         let account = self.account(id);
         self.metrics
             .account_rejected
             .with_label_values(&[&account.name])
             .set(1.0);
-        if !account.rejected.swap(true, Ordering::Relaxed) {
+        let until = tokio::time::Instant::now() + self.rejected_for;
+        let earlier = account
+            .rejected_until
+            .lock()
+            .expect("rejected lock")
+            .replace(until);
+        if earlier.is_none() {
             tracing::error!(account = %account.name, key.fp = %account.key.fingerprint(),
-                "the upstream rejected this account's key; it is taken out of every pool");
+                retry_in_s = self.rejected_for.as_secs(),
+                "the upstream rejected this account's key; it is out of every pool until then");
         }
     }
 }

@@ -799,3 +799,57 @@ async fn one_client_can_queue_only_a_few_buys_so_others_are_not_starved() {
     );
     pools.stop().await;
 }
+
+#[tokio::test]
+async fn an_account_whose_key_was_rejected_is_tried_again_after_the_rejected_key_time() {
+    let bogus = fresh_key("revoked");
+    let bogus_for_config = bogus.clone();
+    let pools = start_pools(move |config| {
+        config.auth.rejected_key_ttl_seconds = 2.0;
+        let a1 = config.accounts[0].key_file.as_ref().unwrap();
+        std::fs::write(a1, &bogus_for_config).unwrap();
+    })
+    .await;
+    let sent_with_bogus = |pools: &Pools| {
+        let calls = pools.stack.sim.requests();
+        calls
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(&bogus))
+            .count()
+    };
+    let mut service = 100;
+    let mut ask = async |pools: &Pools| {
+        service += 1;
+        pools
+            .get(0, &format!("/v2/countries?service_id={service}"))
+            .await
+    };
+
+    // Until the pool tries a1 and the upstream rejects its key.
+    for _ in 0..10 {
+        ask(&pools).await;
+        if sent_with_bogus(&pools) > 0 {
+            break;
+        }
+    }
+    assert_eq!(sent_with_bogus(&pools), 1, "a1 was tried once");
+    for _ in 0..6 {
+        let (status, body) = ask(&pools).await;
+        assert_ne!(status, 401, "a2 (accepted) serves the pool: {body}");
+    }
+    assert_eq!(sent_with_bogus(&pools), 1, "a1 is out while rejected");
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for _ in 0..10 {
+        ask(&pools).await;
+        if sent_with_bogus(&pools) > 1 {
+            break;
+        }
+    }
+    assert_eq!(
+        sent_with_bogus(&pools),
+        2,
+        "a1 is tried again, not out until restart"
+    );
+    pools.stop().await;
+}

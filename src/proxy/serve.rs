@@ -208,6 +208,12 @@ impl Gateway {
             .get_or_fetch(cache_key, self.policy(route), call, meta)
             .await?;
         let (stored, result) = fetched;
+        // The fetch may have been another caller's, with another key.
+        if stored.answer.status == http::StatusCode::UNAUTHORIZED
+            && let Some(fingerprint) = stored.fetched_with
+        {
+            self.pool.mark_rejected_key(fingerprint);
+        }
         self.note_lookup(route, result, &stored.answer, record);
         Ok(answer_response(&stored.answer, Some((result, &stored))))
     }
