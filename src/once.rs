@@ -208,16 +208,16 @@ impl Once {
         };
         if let Guard::Identical { client, .. } = guard {
             self.hold_if_lost(client, hash).await?;
+            // Durable before sending: if the gateway dies mid-call, the
+            // restarted one holds identical calls as if the answer was lost.
+            // (A keyed call has its idempotency record for that.)
+            let hold = self.settings.unknown_hold;
+            let written = self
+                .store
+                .record_unknown(client, hash, pending.clone(), hold)
+                .await;
+            written.map_err(store_failure)?;
         }
-        // Durable before sending: if the gateway dies mid-call, the restarted
-        // one holds identical key-less calls as if the answer was lost. Also
-        // for keyed calls: a retry that drops the key must not buy again.
-        let hold = self.settings.unknown_hold;
-        let written = self
-            .store
-            .record_unknown(guard.client(), hash, pending.clone(), hold)
-            .await;
-        written.map_err(store_failure)?;
 
         let result = self
             .upstream
@@ -314,17 +314,23 @@ impl Once {
             (Guard::Explicit { key, .. }, Err(_)) => Some(self.store.release(client, key).await),
             (Guard::Identical { .. }, _) => None,
         };
+        // A lost answer holds identical calls, keyed or not (a retry that
+        // drops its key must not buy again). A settled call lifts only the
+        // hold it wrote itself before sending (key-less calls), never one
+        // another call left.
         let held = if lost_now {
             let lost = UnknownOutcome {
                 at_ms: now_ms(),
                 ..lost
             };
             let hold = self.settings.unknown_hold;
-            self.store.record_unknown(client, hash, lost, hold).await
+            Some(self.store.record_unknown(client, hash, lost, hold).await)
+        } else if keyed.is_none() {
+            Some(self.store.clear_unknown(client, hash, lost.at_ms).await)
         } else {
-            self.store.clear_unknown(client, hash).await
+            None
         };
-        for written in keyed.into_iter().chain([held]) {
+        for written in keyed.into_iter().chain(held) {
             if let Err(error) = written {
                 tracing::error!(%error, "could not record the outcome of a mutating call");
             }
@@ -394,13 +400,24 @@ pub fn request_hash(call: &OutboundCall, identifying: &[&str]) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// A parameter value as the upstream compares it: trimmed, and a whole
-/// number without leading zeros.
+/// A parameter value as the upstream compares it: trimmed, and a number
+/// (the upstream parses `+1`, `001` and `1.50` as numbers) without its plus
+/// sign, leading zeros or trailing fraction zeros.
 fn canonical(value: &str) -> String {
     let value = value.trim();
-    match value.parse::<u64>() {
-        Ok(number) if value.bytes().all(|b| b.is_ascii_digit()) => number.to_string(),
-        _ => value.to_owned(),
+    let unsigned = value.strip_prefix('+').unwrap_or(value);
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
+        return value.to_owned();
+    }
+    let whole = match whole.trim_start_matches('0') {
+        "" => "0",
+        whole => whole,
+    };
+    match fraction.trim_end_matches('0') {
+        "" => whole.to_owned(),
+        fraction => format!("{whole}.{fraction}"),
     }
 }
 
@@ -498,6 +515,26 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_compared_as_the_upstream_parses_them() {
+        for (spelling, canonical_form) in [
+            ("+340018", "340018"),
+            ("007", "7"),
+            ("0", "0"),
+            ("000", "0"),
+            ("50000.00", "50000"),
+            ("1.50", "1.5"),
+            (".5", "0.5"),
+            ("+", "+"),
+            ("1.2.3", "1.2.3"),
+            ("-1", "-1"),
+            ("qris", "qris"),
+            ("", ""),
+        ] {
+            assert_eq!(canonical(spelling), canonical_form, "{spelling}");
+        }
+    }
+
+    #[test]
     fn junk_repeats_and_spaces_do_not_make_a_call_look_new() {
         let plain = request_hash(&call("number_id=1&provider_id=2&operator_id=1"), ORDER);
         for variant in [
@@ -506,6 +543,8 @@ mod tests {
             "number_id=1&provider_id=2&operator_id=+1",
             "number_id=01&provider_id=2&operator_id=1",
             "number_id=1&provider_id=2&operator_id=1&service_id=",
+            "number_id=%2B1&provider_id=2&operator_id=1",
+            "number_id=1&provider_id=2.00&operator_id=%2B001",
         ] {
             assert_eq!(request_hash(&call(variant), ORDER), plain, "{variant}");
         }

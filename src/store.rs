@@ -263,10 +263,17 @@ impl Store {
         let (client, hash) = (client.to_owned(), request_hash.to_owned());
         let expires = outcome.at_ms + hold.as_millis() as i64;
         self.run(move |db| {
+            // One hold per call: a later one replaces an earlier one (it
+            // holds longer), never the other way round.
             db.execute(
-                "INSERT OR REPLACE INTO unknown_outcomes
+                "INSERT INTO unknown_outcomes
                  (client, request_hash, route, key_fp, balance_before, at_ms, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (client, request_hash) DO UPDATE SET
+                   route = excluded.route, key_fp = excluded.key_fp,
+                   balance_before = excluded.balance_before, at_ms = excluded.at_ms,
+                   expires_ms = excluded.expires_ms
+                 WHERE excluded.expires_ms >= unknown_outcomes.expires_ms",
                 params![
                     client,
                     hash,
@@ -309,13 +316,20 @@ impl Store {
         .await
     }
 
-    /// Forgets a lost-answer record once reconciled.
-    pub async fn clear_unknown(&self, client: &str, request_hash: &str) -> Result<(), StoreError> {
+    /// Forgets the hold written at `at_ms` by a call that then settled; a
+    /// hold another call wrote since is kept.
+    pub async fn clear_unknown(
+        &self,
+        client: &str,
+        request_hash: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
         let (client, hash) = (client.to_owned(), request_hash.to_owned());
         self.run(move |db| {
             db.execute(
-                "DELETE FROM unknown_outcomes WHERE client = ?1 AND request_hash = ?2",
-                params![client, hash],
+                "DELETE FROM unknown_outcomes
+                 WHERE client = ?1 AND request_hash = ?2 AND at_ms = ?3",
+                params![client, hash, at_ms],
             )?;
             Ok(())
         })

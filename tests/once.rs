@@ -242,6 +242,10 @@ async fn a_key_whose_answer_was_lost_replays_outcome_unknown_and_holds_keyless_r
     let (status, _, fresh) = send(&stack, &create, &[("idempotency-key", "idem-lost-2")]).await;
     assert_eq!(status, 200, "{fresh}");
     assert_eq!(stack.upstream_calls("/v2/orders").len(), 2);
+    // That keyed purchase does not lift the hold the lost one left.
+    let (status, _, still) = send(&stack, &create, &[]).await;
+    assert_eq!(status, 409, "{still}");
+    assert_eq!(stack.upstream_calls("/v2/orders").len(), 2);
     stack.stop().await;
 }
 
