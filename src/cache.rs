@@ -37,12 +37,13 @@ pub enum Scope<'a> {
 impl CacheKey {
     /// Builds the key from the route's own parameters only, so that junk
     /// parameters neither split entries nor cost upstream calls. Values are
-    /// form-decoded (`+` and `%20` are one), sorted, and empty ones are kept.
+    /// form-decoded (`+` and `%20` are one) and trimmed, sorted, and empty
+    /// ones are kept. (A repeated identifying parameter is refused earlier.)
     pub fn new(scope: Scope<'_>, route: &Route, query: Option<&str>) -> Self {
         let mut params: Vec<(String, String)> =
             form_urlencoded::parse(query.unwrap_or_default().as_bytes())
                 .filter(|(name, _)| route.cache_params.contains(&name.as_ref()))
-                .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                .map(|(name, value)| (name.into_owned(), value.trim().to_owned()))
                 .collect();
         params.sort();
 
@@ -136,6 +137,9 @@ pub enum WhenStale {
 
 type Outcome = Result<Arc<Stored>, Arc<ProxyError>>;
 
+/// How long past a refresh's expected start a poll waits for its answer.
+const REFRESH_GRACE: Duration = Duration::from_secs(1);
+
 struct StoredExpiry {
     max_stale: Duration,
 }
@@ -214,12 +218,15 @@ impl ResponseCache {
                         under_way
                     }
                 };
+                // Wait for the refresh only while it can still be on time:
+                // until its expected start plus an answer's travel, at most
+                // the deadline. Interactive calls may push it back.
                 let (fill, done) = under_way;
-                if fill.tag.is_some_and(|start| start > deadline) {
+                let Some(start) = fill.tag.filter(|start| *start <= deadline) else {
                     return stale();
-                }
-                let Ok(outcome) = tokio::time::timeout_at(deadline, flight::wait(done)).await
-                else {
+                };
+                let until = deadline.min(start.max(Instant::now()) + REFRESH_GRACE);
+                let Ok(outcome) = tokio::time::timeout_at(until, flight::wait(done)).await else {
                     return stale();
                 };
                 outcome
@@ -228,6 +235,13 @@ impl ResponseCache {
         };
         let outcome = done.unwrap_or(Err(Arc::new(ProxyError::Internal)));
         match (outcome, cached) {
+            (Ok(fetched), Some(stale)) if fetched.answer.status.is_server_error() => {
+                tracing::warn!(
+                    status = fetched.answer.status.as_u16(),
+                    "upstream failed; serving stale entry"
+                );
+                Ok((stale, CacheResult::Stale))
+            }
             (Ok(stored), _) => Ok((stored, CacheResult::Miss)),
             (Err(error), Some(stale)) if serves_stale_on(&error, policy) => {
                 tracing::warn!(

@@ -50,6 +50,9 @@ pub enum ProxyError {
     /// A query string over `limits.max_query_bytes` or `limits.max_query_params`.
     #[error("query too large")]
     QueryTooLarge,
+    /// A parameter that says what the call is about was given more than once.
+    #[error("duplicate parameter")]
+    DuplicateParameter(&'static str),
     /// The client is over `limits.client_requests_per_second`.
     #[error("client rate limited")]
     ClientRateLimited {
@@ -126,6 +129,7 @@ impl ProxyError {
             }
             ProxyError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
             ProxyError::QueryTooLarge => StatusCode::URI_TOO_LONG,
+            ProxyError::DuplicateParameter(_) => StatusCode::BAD_REQUEST,
             ProxyError::SlowBody => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::PreviousOutcomeUnknown { .. } => StatusCode::CONFLICT,
@@ -169,6 +173,7 @@ impl ProxyError {
             ProxyError::PreviousOutcomeUnknown { .. } => "previous_outcome_unknown",
             ProxyError::IdempotencyConflict => "idempotency_key_reused",
             ProxyError::QueryTooLarge => "query_too_large",
+            ProxyError::DuplicateParameter(_) => "duplicate_parameter",
             ProxyError::SlowBody => "body_timeout",
             ProxyError::ClientRateLimited { .. } => "client_rate_limited",
             ProxyError::BadIdempotencyKey => "bad_idempotency_key",
@@ -245,6 +250,9 @@ impl ProxyError {
             ProxyError::QueryTooLarge => "The query string is longer or has more parameters \
                  than any RumahOTP call needs"
                 .into(),
+            ProxyError::DuplicateParameter(name) => format!(
+                "The parameter {name} is given more than once; send it once. Nothing was sent"
+            ),
             ProxyError::ClientRateLimited { retry_after } => format!(
                 "Too many requests from this client to the gateway; slow down and try again \
                  in {} s. Nothing was sent",

@@ -32,7 +32,10 @@ use crate::store::{Store, StoreError};
 use crate::upstream::pacer::Priority;
 use crate::upstream::{Answer, Upstream};
 pub use request::answer_response;
-use request::{ClientLimiter, check_method, client_limiter, idempotency_key, prune_periodically};
+use request::{
+    ClientLimiter, check_method, check_single_ids, client_limiter, idempotency_key,
+    prune_periodically,
+};
 
 /// Everything the request path needs, shared by all connections.
 pub struct Gateway {
@@ -181,6 +184,7 @@ impl Gateway {
         let route = routes::classify(&path).ok_or(ProxyError::NotFound)?;
         record.route = route;
         check_method(request.method(), route)?;
+        check_single_ids(request.uri().query(), route)?;
 
         let caller = self.identify(&request, route).await?;
         record.caller = Some(caller.label());

@@ -213,3 +213,62 @@ async fn a_lone_poller_gets_fresh_statuses_not_stale_ones() {
     assert!(caches.iter().all(|c| c == "MISS"), "{caches:?}");
     stack.stop().await;
 }
+
+/// An order bought through the gateway, scaled pacing.
+async fn one_order(stack: &Stack) -> String {
+    let (number_id, provider_id) = offer_with_stock(stack, "13", 1).await;
+    let path = format!("/v2/orders?number_id={number_id}&provider_id={provider_id}");
+    let (status, _, body) = stack.get_json(&path, &stack.key_a).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["order_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_upstream_5xx_on_a_refresh_serves_the_earlier_status_not_the_error() {
+    let stack = common::start().await;
+    let order = one_order(&stack).await;
+    let poll = format!("/v1/orders/get_status?order_id={order}");
+    let (status, _, first) = stack.get_json(&poll, &stack.key_a).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    stack.sim.set_fault(otpgate_sim::Fault {
+        route: Some("/v1/orders/get_status".into()),
+        error_rate: 1.0,
+        count: Some(1),
+        ..otpgate_sim::Fault::default()
+    });
+    let (status, cache, again) = stack.get_json(&poll, &stack.key_a).await;
+    assert_eq!((status, cache.as_str()), (200, "STALE"), "{again}");
+    assert_eq!(again, first);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_id_given_twice_is_refused_and_a_spaced_id_is_the_same_order() {
+    let stack = common::start().await;
+    let order = one_order(&stack).await;
+    let calls = stack.upstream_calls("/get_status").len();
+    let twice = format!("/v1/orders/get_status?order_id={order}&order_id=RO1");
+    let (status, _, body) = stack.get_json(&twice, &stack.key_a).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "duplicate_parameter");
+    assert_eq!(
+        stack.upstream_calls("/get_status").len(),
+        calls,
+        "nothing sent"
+    );
+
+    // A trailing space names the same order: a cancel makes its status stale.
+    let spaced = format!("/v1/orders/get_status?order_id={order}+");
+    let (status, _, waiting) = stack.get_json(&spaced, &stack.key_a).await;
+    assert_eq!(
+        (status, waiting["data"]["status"].as_str()),
+        (200, Some("waiting"))
+    );
+    let done = format!("/v1/orders/set_status?order_id={order}&status=done");
+    let (status, _, body) = stack.get_json(&done, &stack.key_a).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, cache, after) = stack.get_json(&spaced, &stack.key_a).await;
+    assert_ne!(after["data"]["status"], "waiting", "{cache}: {after}");
+    stack.stop().await;
+}

@@ -179,11 +179,28 @@ pub(super) fn check_method(method: &Method, route: &Route) -> Result<(), ProxyEr
     }
 }
 
-/// The first value of query parameter `name`, form-decoded.
+/// Refuses a query naming one of the route's identifying parameters twice:
+/// the gateway reads the first value (ownership, cache, holds) and an
+/// upstream may read the last, so the call would not be what was checked.
+pub(super) fn check_single_ids(query: Option<&str>, route: &Route) -> Result<(), ProxyError> {
+    let Some(query) = query else { return Ok(()) };
+    for (i, (name, _)) in form_urlencoded::parse(query.as_bytes()).enumerate() {
+        let Some(known) = route.cache_params.iter().find(|p| **p == name) else {
+            continue;
+        };
+        let again = form_urlencoded::parse(query.as_bytes()).skip(i + 1);
+        if again.into_iter().any(|(other, _)| other == name) {
+            return Err(ProxyError::DuplicateParameter(known));
+        }
+    }
+    Ok(())
+}
+
+/// The first value of query parameter `name`, form-decoded and trimmed.
 pub(super) fn query_value(query: Option<&str>, name: &str) -> Option<String> {
     form_urlencoded::parse(query?.as_bytes())
         .find(|(param, _)| param == name)
-        .map(|(_, value)| value.into_owned())
+        .map(|(_, value)| value.trim().to_owned())
 }
 
 /// The upstream's answer as the client gets it, with `x-cache` and `age`
