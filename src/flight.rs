@@ -93,8 +93,9 @@ impl<K: Hash + Eq + Clone, V: Clone, T> Flights<K, V, T> {
         }
     }
 
-    /// Unregisters `flight` (if current) and hands `value` to everyone waiting.
-    pub fn finish(&self, key: &K, flight: &Arc<Flight<V, T>>, value: V) {
+    /// Unregisters `flight` (if current) and hands `value` to everyone
+    /// waiting; returns whether anyone was.
+    pub fn finish(&self, key: &K, flight: &Arc<Flight<V, T>>, value: V) -> bool {
         let mut map = self.map.lock().expect("flights lock");
         if map
             .get(key)
@@ -103,7 +104,9 @@ impl<K: Hash + Eq + Clone, V: Clone, T> Flights<K, V, T> {
             map.remove(key);
         }
         drop(map);
+        let heard = flight.done.receiver_count() > 0;
         flight.done.send_replace(Some(value));
+        heard
     }
 }
 

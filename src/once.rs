@@ -95,6 +95,10 @@ pub struct Once {
     store: Arc<Store>,
     upstream: Arc<Upstream>,
     flights: Flights<Guard, Outcome, Tag>,
+    /// Answers of key-less calls whose client had gone when they came, with
+    /// when the call started: an identical retry within the join window gets
+    /// the answer instead of buying again.
+    undelivered: Mutex<std::collections::HashMap<Guard, (Instant, Outcome)>>,
     last_balance: Mutex<std::collections::HashMap<String, i64>>,
     settings: OnceSettings,
 }
@@ -106,6 +110,7 @@ impl Once {
             store,
             upstream,
             flights: Flights::default(),
+            undelivered: Mutex::default(),
             last_balance: Mutex::default(),
             settings,
         })
@@ -140,6 +145,9 @@ impl Once {
             started: Instant::now(),
         };
         let joinable = |tag: &Tag| explicit || tag.started.elapsed() < join_window;
+        if !explicit && let Some(outcome) = self.take_undelivered(&guard) {
+            return outcome.map(|(answer, _)| (answer, Delivery::Joined));
+        }
 
         match self.flights.join_or_lead(&guard, tag, joinable) {
             Role::Join(flight, receiver) => {
@@ -170,7 +178,11 @@ impl Once {
                 tokio::spawn(async move {
                     let unwatched = once.flights.until_unwatched(&guard, &flight);
                     let outcome = once.lead(&guard, &hash, mutating, unwatched, after).await;
-                    once.flights.finish(&guard, &flight, outcome);
+                    let answered = outcome.is_ok();
+                    let heard = once.flights.finish(&guard, &flight, outcome.clone());
+                    if !heard && answered && !explicit {
+                        once.keep_undelivered(guard, flight.tag.started, outcome);
+                    }
                 });
                 flight::wait(receiver)
                     .await
@@ -237,6 +249,21 @@ impl Once {
                 Err(Arc::new(error))
             }
         }
+    }
+
+    /// The answer of an identical key-less call whose client had gone, if it
+    /// started within the join window.
+    fn take_undelivered(&self, guard: &Guard) -> Option<Outcome> {
+        let mut undelivered = self.undelivered.lock().expect("undelivered lock");
+        let (started, outcome) = undelivered.remove(guard)?;
+        (started.elapsed() < self.settings.join_window).then_some(outcome)
+    }
+
+    fn keep_undelivered(&self, guard: Guard, started: Instant, outcome: Outcome) {
+        let window = self.settings.join_window;
+        let mut undelivered = self.undelivered.lock().expect("undelivered lock");
+        undelivered.retain(|_, (at, _)| at.elapsed() < window);
+        undelivered.insert(guard, (started, outcome));
     }
 
     /// Claims an idempotency key; `Some` is the outcome to give instead of sending.

@@ -132,6 +132,36 @@ async fn an_identical_retry_while_the_first_is_in_flight_is_joined_not_sent() {
 }
 
 #[tokio::test]
+async fn an_identical_retry_after_the_answer_came_to_nobody_gets_that_answer() {
+    let stack = start_with(|_| {}, |_| {}).await;
+    let create = create_path(&stack).await;
+    stack.sim.set_fault(slow_orders(1500));
+
+    let impatient = stack
+        .http
+        .get(stack.url(&create))
+        .header("x-apikey", &stack.key_a)
+        .timeout(Duration::from_millis(700))
+        .send()
+        .await;
+    assert!(impatient.is_err(), "the client timed out before the answer");
+    // The answer reaches the gateway with nobody left to hear it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, headers, body) = send(&stack, &create, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-otpgate-joined"], "true");
+    assert_eq!(stack.sim.stats().orders_created, 1, "{body}");
+    assert_eq!(stack.upstream_calls("/v2/orders").len(), 1);
+
+    // Given once; the next identical call is a new purchase.
+    let (status, headers, second) = send(&stack, &create, &[]).await;
+    assert_eq!(status, 200, "{second}");
+    assert!(headers.get("x-otpgate-joined").is_none());
+    assert_ne!(second["data"]["order_id"], body["data"]["order_id"]);
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn after_a_lost_answer_an_identical_call_is_held_while_the_balance_shows_a_purchase() {
     let stack = start_with(|_| {}, |_| {}).await;
     let create = create_path(&stack).await;
@@ -203,12 +233,13 @@ async fn after_a_lost_answer_an_identical_call_is_held_even_when_the_balance_loo
         before,
         "holding costs no upstream call"
     );
-    let variant = format!("{create}&_=1733&operator_id=1");
+    let variant = format!("{create}&_=1733");
     let (status, _, _) = send(&stack, &variant, &[]).await;
-    assert_eq!(
-        status, 409,
-        "junk and repeated parameters do not make it a new call"
-    );
+    assert_eq!(status, 409, "junk parameters do not make it a new call");
+    let repeated = format!("{create}&operator_id=1");
+    let (status, _, body) = send(&stack, &repeated, &[]).await;
+    assert_eq!(status, 400, "a repeated identifying parameter is refused");
+    assert_eq!(body["error"]["code"], "duplicate_parameter");
     assert_eq!(stack.sim.stats().orders_created, 0);
     stack.stop().await;
 }
