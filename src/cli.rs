@@ -83,6 +83,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.config.as_deref(), &overrides(&args))?;
     telemetry::init(&config.log);
     let plan = config.pacing_plan()?;
+    crate::pool::check_account_keys(&config)?;
     let client = bind(config.server.listen, "server.listen").await?;
     let admin = bind(config.server.admin_listen, "server.admin_listen").await?;
     tracing::info!(
@@ -95,8 +96,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     let store_path = config.store.path.clone();
-    let gateway = crate::proxy::Gateway::new(config, std::sync::Arc::new(Default::default()))
-        .with_context(|| format!("cannot open the store at {store_path:?} (store.path)"))?;
+    let gateway = match crate::proxy::Gateway::new(config, std::sync::Arc::new(Default::default()))
+    {
+        Ok(gateway) => gateway,
+        Err(crate::proxy::StartError::Store(error)) => {
+            return Err(anyhow::Error::new(error).context(format!(
+                "cannot open the store at {store_path:?} (store.path)"
+            )));
+        }
+        Err(error) => return Err(error.into()),
+    };
     server::serve(gateway, client, admin, shutdown_signal()).await;
     Ok(())
 }
@@ -119,9 +128,11 @@ pub async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
 fn check_config(args: &ServeArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.config.as_deref(), &overrides(args))?;
     let plan = config.pacing_plan()?;
+    let accounts = crate::pool::check_account_keys(&config)?;
     config.upstream.base_url = mask_url(&config.upstream.base_url);
     println!("{}", toml::to_string_pretty(&config)?);
     println!("# pacing: {plan}");
+    println!("# account keys: {accounts} readable (not shown)");
     println!(
         "# ceiling: {:.3} upstream calls per second per egress",
         plan.calls_per_second()

@@ -392,6 +392,15 @@ pub fn key_variable(account: &str) -> String {
     format!("OTPGATE_ACCOUNT_{name}_KEY")
 }
 
+/// Reads every account's key and forgets it: start-up and `check-config`
+/// fail on a missing or unreadable key, naming the account.
+pub fn check_account_keys(config: &Config) -> Result<usize, ConfigError> {
+    for account in &config.accounts {
+        read_key(&account.name, account.key_file.as_deref())?;
+    }
+    Ok(config.accounts.len())
+}
+
 fn read_key(account: &str, key_file: Option<&str>) -> Result<ApiKey, ConfigError> {
     let entry = |reason: String| ConfigError::Entry {
         table: "accounts",

@@ -513,3 +513,20 @@ async fn a_burst_that_can_exceed_the_limit_stops_start_up_naming_pacing() {
     let stderr = refused_start(&scratch, &[], &[("OTPGATE__PACING__BURST", "5")]).await;
     assert!(stderr.contains("pacing"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_without_a_key_stops_start_up_and_check_config_naming_it() {
+    let scratch = Scratch::new("no-account-key");
+    let config = scratch.write("otpgate.toml", "[[accounts]]\nname = \"main\"\n");
+    let config_arg = format!("--config={}", config.display());
+
+    let stderr = refused_start(&scratch, &[&config_arg], &[]).await;
+    assert!(stderr.contains("OTPGATE_ACCOUNT_MAIN_KEY"), "{stderr}");
+    assert!(!stderr.contains("store"), "not a store failure: {stderr}");
+
+    let command = harness::otpgate(&scratch, &["check-config", &config_arg]);
+    let checked = harness::run_to_end(command).await;
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(!checked.status.success(), "check-config reads the keys too");
+    assert!(stderr.contains("\"main\""), "{stderr}");
+}
