@@ -87,9 +87,9 @@ pub enum ProxyError {
     PreviousOutcomeUnknown {
         /// How long ago the earlier call was sent.
         ago: Duration,
-        /// The key's balance before it, if known.
+        /// The key's balance read within a minute before it, if any.
         balance_before: Option<i64>,
-        /// The key's balance now, if it could be read.
+        /// The key's balance read within the last minute, if any.
         balance_now: Option<i64>,
         /// How much longer identical calls are held.
         hold_left: Duration,
@@ -229,15 +229,16 @@ impl ProxyError {
             ProxyError::PreviousOutcomeUnknown {
                 ago,
                 balance_before,
-                balance_now,
                 ..
             } => {
-                let evidence = match (balance_before, balance_now) {
-                    (Some(before), Some(now)) => {
-                        format!("; your balance was {before} before it and {now} when last seen")
-                    }
-                    _ => String::new(),
-                };
+                // Only a reading taken after the lost call could show a
+                // debit, and only the client can take it in time.
+                let evidence = balance_before.map_or_else(String::new, |before| {
+                    format!(
+                        "; your balance read within a minute before it was {before}: \
+                         read it again to see whether it moved"
+                    )
+                });
                 format!(
                     "An identical call {} s ago was sent to RumahOTP and its answer was lost, so it \
                      may have been carried out{evidence}. Check your orders or balance before \

@@ -99,9 +99,13 @@ pub struct Once {
     /// when the call started: an identical retry within the join window gets
     /// the answer instead of buying again.
     undelivered: Mutex<std::collections::HashMap<Guard, (Instant, Outcome)>>,
-    last_balance: Mutex<std::collections::HashMap<String, i64>>,
+    /// Each key's last balance read, and when.
+    last_balance: Mutex<std::collections::HashMap<String, (i64, Instant)>>,
     settings: OnceSettings,
 }
+
+/// A balance read longer ago than this is not quoted as evidence.
+const RECENT_BALANCE: Duration = Duration::from_secs(60);
 
 impl Once {
     /// Guards calls sent through `upstream`, recording in `store`.
@@ -121,7 +125,7 @@ impl Once {
     pub fn note_balance(&self, key_fingerprint: &str, answer: &Answer) {
         if let Some(balance) = balance_of(answer) {
             let mut balances = self.last_balance.lock().expect("balance lock");
-            balances.insert(key_fingerprint.to_owned(), balance);
+            balances.insert(key_fingerprint.to_owned(), (balance, Instant::now()));
         }
     }
 
@@ -205,12 +209,7 @@ impl Once {
             return earlier;
         }
         let key_fp = key_fingerprint(&mutating.call);
-        let balance_before = self
-            .last_balance
-            .lock()
-            .expect("balance lock")
-            .get(&key_fp)
-            .copied();
+        let balance_before = self.recent_balance(&key_fp);
         let route = mutating.meta.route.template;
         let pending = UnknownOutcome {
             route: route.to_owned(),
@@ -249,6 +248,13 @@ impl Once {
                 Err(Arc::new(error))
             }
         }
+    }
+
+    /// The key's balance if it was read within the last minute.
+    fn recent_balance(&self, key_fp: &str) -> Option<i64> {
+        let balances = self.last_balance.lock().expect("balance lock");
+        let (balance, read_at) = balances.get(key_fp)?;
+        (read_at.elapsed() < RECENT_BALANCE).then_some(*balance)
     }
 
     /// The answer of an identical key-less call whose client had gone, if it
@@ -306,12 +312,7 @@ impl Once {
             .map_err(store_failure)?;
         let Some(lost) = lost else { return Ok(()) };
         let ago = Duration::from_millis((now_ms() - lost.at_ms).max(0) as u64);
-        let balance_now = self
-            .last_balance
-            .lock()
-            .expect("balance lock")
-            .get(&lost.key_fp)
-            .copied();
+        let balance_now = self.recent_balance(&lost.key_fp);
         Err(Arc::new(ProxyError::PreviousOutcomeUnknown {
             ago,
             balance_before: lost.balance_before,

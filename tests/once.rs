@@ -184,7 +184,10 @@ async fn after_a_lost_answer_an_identical_call_is_held_while_the_balance_shows_a
     assert_eq!(status, 409, "{held}");
     assert_eq!(held["error"]["code"], "previous_outcome_unknown");
     assert!(
-        held["message"].as_str().unwrap().contains("balance was"),
+        held["message"]
+            .as_str()
+            .unwrap()
+            .contains("before it was 1000000"),
         "{held}"
     );
     assert!(headers.contains_key("retry-after"));
