@@ -42,7 +42,10 @@ fn answer<B>(gateway: &Gateway, request: &Request<B>) -> Response<Full<Bytes>> {
         }
         "/healthz" => json_response(StatusCode::OK, r#"{"status":"ok"}"#.into()),
         "/readyz" => readiness(gateway),
-        _ => json_response(StatusCode::NOT_FOUND, r#"{"status":"not found"}"#.into()),
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            r#"{"success":false,"error":{"message":"Unknown admin path: use /metrics, /healthz or /readyz","code":"not_found"},"message":"Unknown admin path: use /metrics, /healthz or /readyz"}"#.into(),
+        ),
     }
 }
 

@@ -188,7 +188,9 @@ impl ProxyError {
     pub fn message(&self) -> String {
         match self {
             ProxyError::MissingKey => {
-                "x-apikey header is missing: send your RumahOTP API key in x-apikey".into()
+                "x-apikey header is missing: send your API key in x-apikey (your gateway key \
+                 from otpgate keygen, or your RumahOTP key where the gateway passes keys through)"
+                    .into()
             }
             ProxyError::RejectedKey { remembered_for } => format!(
                 "Invalid API key: the upstream rejected this key within the last {} s; \
