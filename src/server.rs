@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -130,13 +131,15 @@ pub async fn serve(
             peer: peer.ip(),
         };
         let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
+        // A combinator, not an async block: a block awaiting a captured
+        // future keeps room for it twice in every connection's task.
+        let task = graceful.watch(connection).map(move |ended| {
+            if let Err(error) = ended {
                 tracing::debug!(%peer, %error, "client connection ended with an error");
             }
             drop(slot);
         });
+        tokio::spawn(task);
     }
 
     drop(client);
