@@ -196,9 +196,7 @@ impl hyper::service::Service<Request<Incoming>> for ClientService {
             .layer(CompressionLayer::new())
             .service_fn(move |request| {
                 let gateway = Arc::clone(&gateway);
-                // Boxed: each layer's future wraps this one, and moving it
-                // through them is cheaper as a pointer than as its state.
-                Box::pin(async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) })
+                async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
             });
         Box::pin(async move {
             let response = stack.oneshot(request).await?;
