@@ -106,7 +106,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         Err(error) => return Err(error.into()),
     };
-    server::serve(gateway, client, admin, shutdown_signal()).await;
+    // On a runtime worker, as `server::spawn` does, not on the main thread:
+    // each connection's buffers are then allocated by the thread that serves
+    // it, so glibc keeps them in one arena instead of spreading them over two.
+    tokio::spawn(server::serve(gateway, client, admin, shutdown_signal()))
+        .await
+        .context("the server task failed")?;
     Ok(())
 }
 

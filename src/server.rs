@@ -7,18 +7,24 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue, Method};
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{HeaderName, HeaderValue, Method, Request, Response};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_http::BoxError;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -96,7 +102,11 @@ pub async fn serve(
     let admin_task = tokio::spawn(admin::serve(Arc::clone(&gateway), admin));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(gateway.config.server.max_connections));
-    let cors = cors_layer(&gateway.config);
+    let shared = Arc::new(Shared {
+        gateway: Arc::clone(&gateway),
+        cors: cors_layer(&gateway.config),
+    });
+    let builder = connection_builder(&gateway.config);
     tokio::pin!(shutdown);
 
     loop {
@@ -116,30 +126,20 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let gateway_for_conn = Arc::clone(&gateway);
-        let stack = ServiceBuilder::new()
-            // Preflights carry no x-apikey: answer them before anything checks
-            // keys or spends a queue place.
-            .layer(cors.clone())
-            // Compress for clients that ask; the request path holds identity bytes.
-            .layer(CompressionLayer::new())
-            .service_fn(move |request| {
-                let gateway = Arc::clone(&gateway_for_conn);
-                // Boxed: hyper keeps room for the service future in every
-                // connection's state, idle or not; a box keeps that small.
-                Box::pin(
-                    async move { Ok::<_, Infallible>(gateway.handle(request, peer.ip()).await) },
-                )
-            });
-        let connection = connection_builder(&gateway.config)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(stack));
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
+        let service = ClientService {
+            shared: Arc::clone(&shared),
+            peer: peer.ip(),
+        };
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        // A combinator, not an async block: a block awaiting a captured
+        // future keeps room for it twice in every connection's task.
+        let task = graceful.watch(connection).map(move |ended| {
+            if let Err(error) = ended {
                 tracing::debug!(%peer, %error, "client connection ended with an error");
             }
             drop(slot);
         });
+        tokio::spawn(task);
     }
 
     drop(client);
@@ -157,6 +157,52 @@ pub async fn serve(
     }
     admin_task.abort();
     tracing::info!("shutdown complete");
+}
+
+/// What every client connection shares: the gateway and the CORS settings.
+struct Shared {
+    gateway: Arc<Gateway>,
+    cors: CorsLayer,
+}
+
+/// The body of every answer: boxed, because hyper keeps room for the body
+/// type in each connection, idle or not, and the compression body (with its
+/// encoders' state) is several KiB.
+type AnswerBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The hyper service of one client connection, kept as small as possible:
+/// hyper holds it, and room for its future, for the connection's whole life,
+/// so an idle keep-alive connection costs only a pointer and an address here.
+/// The tower stack (CORS, compression, the gateway) is put together for each
+/// request inside one boxed future that lives only while the request does.
+struct ClientService {
+    shared: Arc<Shared>,
+    peer: IpAddr,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ClientService {
+    type Response = Response<AnswerBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let gateway = Arc::clone(&self.shared.gateway);
+        let peer = self.peer;
+        let stack = ServiceBuilder::new()
+            // Preflights carry no x-apikey: answer them before anything checks
+            // keys or spends a queue place.
+            .layer(self.shared.cors.clone())
+            // Compress for clients that ask; the request path holds identity bytes.
+            .layer(CompressionLayer::new())
+            .service_fn(move |request| {
+                let gateway = Arc::clone(&gateway);
+                async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+            });
+        Box::pin(async move {
+            let response = stack.oneshot(request).await?;
+            Ok(response.map(BodyExt::boxed_unsync))
+        })
+    }
 }
 
 fn connection_builder(config: &Config) -> http1::Builder {
