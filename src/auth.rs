@@ -3,10 +3,11 @@
 //!
 //! This is pass-through mode: the client's key is the upstream key. A key the
 //! upstream rejected is refused locally for a while; a key it accepted may read
-//! the shared catalog cache. Virtual client keys and key pools are not here yet.
+//! the shared catalog cache. Gateway keys of configured clients are in `pool`.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
@@ -28,6 +29,13 @@ impl Fingerprint {
         Self(digest)
     }
 
+    /// A queue flow id: the digest's first 8 bytes (uniform, stable).
+    pub fn flow(self) -> u64 {
+        let mut first = [0; 8];
+        first.copy_from_slice(&self.0[..8]);
+        u64::from_le_bytes(first)
+    }
+
     /// Full hex digest, for cache keys.
     pub fn to_hex(self) -> String {
         hex::encode(self.0)
@@ -45,6 +53,27 @@ impl fmt::Debug for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Fingerprint({self})")
     }
+}
+
+/// Most keys whose fingerprints are remembered; past it they are forgotten
+/// all at once (a flood of made-up keys costs one SHA-256 each, as before).
+const REMEMBERED_KEYS: usize = 4096;
+
+/// The fingerprint of `key`, remembered for the keys seen lately: every
+/// request carries its key, and a hash-map lookup costs a tenth of SHA-256.
+fn remembered_fingerprint(key: &[u8]) -> Fingerprint {
+    static SEEN: std::sync::LazyLock<Mutex<HashMap<Box<[u8]>, Fingerprint>>> =
+        std::sync::LazyLock::new(Mutex::default);
+    if let Some(known) = SEEN.lock().expect("fingerprints lock").get(key) {
+        return *known;
+    }
+    let fingerprint = Fingerprint::of(key);
+    let mut seen = SEEN.lock().expect("fingerprints lock");
+    if seen.len() >= REMEMBERED_KEYS {
+        seen.clear();
+    }
+    seen.insert(key.into(), fingerprint);
+    fingerprint
 }
 
 /// A client's API key. Its `Debug` and `Display` show the fingerprint only.
@@ -65,7 +94,7 @@ impl ApiKey {
         let mut value = HeaderValue::from_bytes(trimmed).ok()?;
         value.set_sensitive(true);
         Some(Self {
-            fingerprint: Fingerprint::of(trimmed),
+            fingerprint: remembered_fingerprint(trimmed),
             value,
         })
     }

@@ -64,6 +64,8 @@ pub struct Client {
     pub pool: Vec<AccountId>,
     /// Calls per turn in the upstream queue against other callers.
     pub queue_weight: u32,
+    /// Queue flow of this client, from its name.
+    flow: u64,
     /// Its own request rate, when configured (else `[limits]` applies).
     pub rate: Option<Arc<governor::DefaultDirectRateLimiter>>,
 }
@@ -72,7 +74,7 @@ impl Client {
     /// Its turn in the upstream queue.
     pub fn turn(&self) -> Turn {
         Turn {
-            flow: flow_of(&format!("client:{}", self.name)),
+            flow: self.flow,
             weight: self.queue_weight,
         }
     }
@@ -109,12 +111,22 @@ impl Caller {
 
     /// Queue turn: calls of one caller take turns with other callers' calls.
     pub fn turn(&self) -> Turn {
+        let flow = match self {
+            Caller::Pooled(client) => return client.turn(),
+            // A key's flow is read off its SHA-256: no string to build.
+            Caller::PassThrough(key) => key.fingerprint().flow(),
+            Caller::Anonymous => flow_of("anonymous"),
+        };
+        Turn { flow, weight: 1 }
+    }
+
+    /// Who the per-client gateway rate applies to: the key, the client, or
+    /// (with no key) the IP address.
+    pub fn rate_key(&self, peer: std::net::IpAddr) -> RateKey {
         match self {
-            Caller::Pooled(client) => client.turn(),
-            _ => Turn {
-                flow: flow_of(&self.identity()),
-                weight: 1,
-            },
+            Caller::PassThrough(key) => RateKey::Key(key.fingerprint()),
+            Caller::Pooled(client) => RateKey::Client(client.flow),
+            Caller::Anonymous => RateKey::Ip(peer),
         }
     }
 
@@ -135,6 +147,17 @@ impl Caller {
             Caller::Anonymous => "anonymous".into(),
         }
     }
+}
+
+/// Key of the per-client gateway rate limiter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    /// A pass-through key.
+    Key(Fingerprint),
+    /// A configured client (its flow).
+    Client(u64),
+    /// A caller without a key.
+    Ip(std::net::IpAddr),
 }
 
 /// Accounts and clients.
@@ -194,6 +217,7 @@ impl Pool {
                     name: client.name.clone(),
                     pool,
                     queue_weight: client.queue_weight.unwrap_or(1).max(1),
+                    flow: flow_of(&format!("client:{}", client.name)),
                     rate,
                 };
                 (Fingerprint::from_digest(digest), Arc::new(client))

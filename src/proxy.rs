@@ -186,7 +186,7 @@ impl Gateway {
         check_method(request.method(), route)?;
         check_single_ids(request.uri().query(), route)?;
 
-        let caller = self.identify(&request, route).await?;
+        let (caller, verdict) = self.identify(&request, route).await?;
         record.caller = Some(caller.label());
         record.client = Some(caller.metrics_label().to_owned());
         self.check_client_rate(&caller, peer)?;
@@ -194,43 +194,56 @@ impl Gateway {
         let deadline = self.deadline(request.headers());
         let idempotency_key = idempotency_key(request.headers())?;
         let call = self.outbound(request, path).await?;
-        self.dispatch(route, call, &caller, idempotency_key, deadline, record)
-            .await
+        let accepted = verdict == Some(Verdict::Accepted);
+        self.dispatch(
+            route,
+            call,
+            &caller,
+            accepted,
+            idempotency_key,
+            deadline,
+            record,
+        )
+        .await
     }
 
-    /// Who is calling: a missing key on a keyed route, an unknown gateway
-    /// key, or a recently rejected own key is refused here, for free.
+    /// Who is calling, and for an own key what the upstream last said of it:
+    /// a missing key on a keyed route, an unknown gateway key, or a recently
+    /// rejected own key is refused here, for free.
     async fn identify(
         &self,
         request: &Request<Incoming>,
         route: &Route,
-    ) -> Result<Caller, ProxyError> {
+    ) -> Result<(Caller, Option<Verdict>), ProxyError> {
         let key = ApiKey::from_header(request.headers().get("x-apikey"));
         let caller = self.pool.identify(key)?;
-        match &caller {
-            Caller::Anonymous if route.keyed => Err(ProxyError::MissingKey),
-            Caller::PassThrough(key)
-                if self.verdicts.verdict(key).await == Some(Verdict::Rejected) =>
-            {
-                Err(ProxyError::RejectedKey {
-                    remembered_for: self.verdicts.rejected_for(),
-                })
-            }
-            _ => Ok(caller),
+        let verdict = match &caller {
+            Caller::Anonymous if route.keyed => return Err(ProxyError::MissingKey),
+            Caller::PassThrough(key) => self.verdicts.verdict(key).await,
+            _ => None,
+        };
+        if verdict == Some(Verdict::Rejected) {
+            return Err(ProxyError::RejectedKey {
+                remembered_for: self.verdicts.rejected_for(),
+            });
         }
+        Ok((caller, verdict))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn dispatch(
         self: &Arc<Self>,
         route: &'static Route,
         call: crate::upstream::OutboundCall,
         caller: &Caller,
+        accepted: bool,
         idempotency_key: Option<String>,
         deadline: Instant,
         record: &mut Record,
     ) -> Served {
         if let Caller::PassThrough(key) = caller
             && route.keyed
+            && !accepted
             && let Some(refusal) = self.ensure_accepted(key, deadline).await?
         {
             return Ok(refusal);

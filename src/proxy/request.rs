@@ -86,11 +86,7 @@ impl Gateway {
         let Some(limiter) = &self.client_rate else {
             return Ok(());
         };
-        let client = match caller {
-            Caller::Anonymous => format!("ip {peer}"),
-            _ => caller.identity(),
-        };
-        limiter.check_key(&client).map_err(refused)
+        limiter.check_key(&caller.rate_key(peer)).map_err(refused)
     }
 
     /// The latest time a call may start: `Prefer: wait=N` seconds, bounded by
@@ -133,7 +129,7 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Pro
     Ok(Some(key.to_owned()))
 }
 
-pub(super) type ClientLimiter = governor::DefaultKeyedRateLimiter<String>;
+pub(super) type ClientLimiter = governor::DefaultKeyedRateLimiter<crate::pool::RateKey>;
 
 pub(super) fn client_limiter(config: &Config) -> Option<Arc<ClientLimiter>> {
     let limits = &config.limits;
