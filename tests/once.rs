@@ -38,6 +38,16 @@ async fn send(
     (status, headers, response.json().await.expect("JSON"))
 }
 
+/// A GET through the gateway by a client that gives up after 700 ms.
+fn impatient_send(
+    stack: &Stack,
+    path: &str,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    let request = stack.http.get(stack.url(path));
+    let request = request.header("x-apikey", &stack.key_a);
+    request.timeout(Duration::from_millis(700)).send()
+}
+
 fn slow_orders(millis: u64) -> Fault {
     Fault {
         route: Some("/v2/orders".into()),
@@ -101,12 +111,7 @@ async fn an_identical_retry_while_the_first_is_in_flight_is_joined_not_sent() {
     let create = create_path(&stack).await;
     stack.sim.set_fault(slow_orders(1500));
 
-    let impatient = stack
-        .http
-        .get(stack.url(&create))
-        .header("x-apikey", &stack.key_a)
-        .timeout(Duration::from_millis(700))
-        .send();
+    let impatient = impatient_send(&stack, &create);
     let retry = async {
         tokio::time::sleep(Duration::from_millis(800)).await;
         send(&stack, &create, &[]).await
@@ -137,13 +142,7 @@ async fn an_identical_retry_after_the_answer_came_to_nobody_gets_that_answer() {
     let create = create_path(&stack).await;
     stack.sim.set_fault(slow_orders(1500));
 
-    let impatient = stack
-        .http
-        .get(stack.url(&create))
-        .header("x-apikey", &stack.key_a)
-        .timeout(Duration::from_millis(700))
-        .send()
-        .await;
+    let impatient = impatient_send(&stack, &create).await;
     assert!(impatient.is_err(), "the client timed out before the answer");
     // The answer reaches the gateway with nobody left to hear it.
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -80,6 +80,17 @@ async fn poller(stack: Arc<Stack>, order: String, seen: Arc<Mutex<Seen>>, began:
     }
 }
 
+/// Simulator and gateway at the real 5-per-10-s limit and pacing; SMS only
+/// when a test delivers one.
+async fn real_stack() -> Stack {
+    let real_limit = |sim: &mut otpgate_sim::SimConfig| {
+        sim.window = Duration::from_secs(10);
+        sim.block = Duration::from_secs(60);
+        sim.sms_delay = Duration::from_secs(100_000);
+    };
+    start_with(real_limit, real_pacing).await
+}
+
 fn median(mut values: Vec<u64>) -> u64 {
     values.sort_unstable();
     values[values.len() / 2]
@@ -87,16 +98,7 @@ fn median(mut values: Vec<u64>) -> u64 {
 
 #[tokio::test(start_paused = true)]
 async fn a_poll_storm_gets_statuses_in_turn_within_the_budget_and_no_errors_once_seen() {
-    let stack = start_with(
-        |sim| {
-            sim.limit = 5;
-            sim.window = Duration::from_secs(10);
-            sim.block = Duration::from_secs(60);
-            sim.sms_delay = Duration::from_secs(100_000);
-        },
-        real_pacing,
-    )
-    .await;
+    let stack = real_stack().await;
     let orders = buy_orders(&stack).await;
     let stack = Arc::new(stack);
     let calls_before = stack.upstream_calls("/get_status").len();
@@ -185,15 +187,7 @@ async fn a_poll_storm_gets_statuses_in_turn_within_the_budget_and_no_errors_once
 
 #[tokio::test(start_paused = true)]
 async fn a_lone_poller_gets_fresh_statuses_not_stale_ones() {
-    let stack = start_with(
-        |sim| {
-            sim.limit = 5;
-            sim.window = Duration::from_secs(10);
-            sim.sms_delay = Duration::from_secs(100_000);
-        },
-        real_pacing,
-    )
-    .await;
+    let stack = real_stack().await;
     let (number_id, provider_id) = offer_with_stock(&stack, "13", 1).await;
     let path = format!("/v2/orders?number_id={number_id}&provider_id={provider_id}");
     tokio::time::sleep(Duration::from_secs(10)).await;
