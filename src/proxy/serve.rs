@@ -294,7 +294,7 @@ impl Gateway {
             "success": true,
             "data": {
                 "balance": total,
-                "formated": rupiah(total),
+                "formated": otpgate_sim::rupiah(total),
                 "username": client.name,
                 "first_name": client.name,
                 "last_name": "-",
@@ -480,30 +480,4 @@ impl Gateway {
 fn mentions_balance(answer: &Answer) -> bool {
     let text = String::from_utf8_lossy(&answer.body).to_ascii_lowercase();
     text.contains("balance") || text.contains("saldo")
-}
-
-/// Rupiah as the upstream formats it: `Rp11.240.116`.
-pub(super) fn rupiah(amount: i64) -> String {
-    let digits = amount.unsigned_abs().to_string();
-    let mut grouped = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            grouped.push('.');
-        }
-        grouped.push(digit);
-    }
-    let sign = if amount < 0 { "-" } else { "" };
-    format!("{sign}Rp{grouped}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rupiah;
-
-    #[test]
-    fn rupiah_groups_thousands_with_dots() {
-        assert_eq!(rupiah(11_240_116), "Rp11.240.116");
-        assert_eq!(rupiah(500), "Rp500");
-        assert_eq!(rupiah(1_000), "Rp1.000");
-    }
 }

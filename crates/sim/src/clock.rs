@@ -75,8 +75,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// Formats rupiah the Indonesian way: `Rp11.240.116`.
-pub(crate) fn rupiah(amount: i64) -> String {
+/// Formats rupiah the Indonesian way, as RumahOTP does: `Rp11.240.116`.
+pub fn rupiah(amount: i64) -> String {
     let digits = amount.unsigned_abs().to_string();
     let mut grouped = String::new();
     for (i, ch) in digits.chars().enumerate() {
@@ -107,5 +107,6 @@ mod tests {
         assert_eq!(rupiah(1100), "Rp1.100");
         assert_eq!(rupiah(500), "Rp500");
         assert_eq!(rupiah(0), "Rp0");
+        assert_eq!(rupiah(1_000), "Rp1.000");
     }
 }
