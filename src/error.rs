@@ -89,8 +89,6 @@ pub enum ProxyError {
         ago: Duration,
         /// The key's balance read within a minute before it, if any.
         balance_before: Option<i64>,
-        /// The key's balance read within the last minute, if any.
-        balance_now: Option<i64>,
         /// How much longer identical calls are held.
         hold_left: Duration,
     },

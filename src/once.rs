@@ -312,11 +312,9 @@ impl Once {
             .map_err(store_failure)?;
         let Some(lost) = lost else { return Ok(()) };
         let ago = Duration::from_millis((now_ms() - lost.at_ms).max(0) as u64);
-        let balance_now = self.recent_balance(&lost.key_fp);
         Err(Arc::new(ProxyError::PreviousOutcomeUnknown {
             ago,
             balance_before: lost.balance_before,
-            balance_now,
             hold_left: self.settings.unknown_hold.saturating_sub(ago),
         }))
     }

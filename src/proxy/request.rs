@@ -180,14 +180,15 @@ pub(super) fn check_method(method: &Method, route: &Route) -> Result<(), ProxyEr
 /// upstream may read the last, so the call would not be what was checked.
 pub(super) fn check_single_ids(query: Option<&str>, route: &Route) -> Result<(), ProxyError> {
     let Some(query) = query else { return Ok(()) };
-    for (i, (name, _)) in form_urlencoded::parse(query.as_bytes()).enumerate() {
-        let Some(known) = route.cache_params.iter().find(|p| **p == name) else {
+    let mut seen: Vec<&'static str> = Vec::new();
+    for (name, _) in form_urlencoded::parse(query.as_bytes()) {
+        let Some(&known) = route.cache_params.iter().find(|p| **p == name) else {
             continue;
         };
-        let again = form_urlencoded::parse(query.as_bytes()).skip(i + 1);
-        if again.into_iter().any(|(other, _)| other == name) {
+        if seen.contains(&known) {
             return Err(ProxyError::DuplicateParameter(known));
         }
+        seen.push(known);
     }
     Ok(())
 }

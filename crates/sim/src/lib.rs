@@ -39,8 +39,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use audit::{RecordedRequest, Stats};
-pub use clock::rupiah;
 pub use cli::{SimArgs, run};
+pub use clock::rupiah;
 pub use config::{AccountSeed, SimConfig};
 pub use faults::Fault;
 
