@@ -275,17 +275,22 @@ pub fn normalise_path(raw: &str) -> Result<String, PathError> {
     if raw.len() > 256 {
         return Err(PathError::TooLong);
     }
-    let mut segments = Vec::new();
-    for segment in raw.split('/').filter(|s| !s.is_empty()) {
+    let mut path = String::with_capacity(raw.len());
+    let mut segments = raw.split('/').filter(|s| !s.is_empty()).peekable();
+    if segments.peek() == Some(&"api") {
+        segments.next();
+    }
+    for segment in segments {
         if !is_plain_segment(segment) {
             return Err(PathError::Suspicious);
         }
-        segments.push(segment);
+        path.push('/');
+        path.push_str(segment);
     }
-    if segments.first() == Some(&"api") {
-        segments.remove(0);
+    if path.is_empty() {
+        path.push('/');
     }
-    Ok(format!("/{}", segments.join("/")))
+    Ok(path)
 }
 
 /// Letters, digits, `_` and `-` only: every upstream path is made of those,
@@ -309,6 +314,10 @@ mod tests {
             "/v2/services/",
         ] {
             assert_eq!(normalise_path(raw).unwrap(), "/v2/services", "{raw}");
+        }
+        for raw in ["", "/", "/api", "//api//", "/api/api"] {
+            let expected = if raw == "/api/api" { "/api" } else { "/" };
+            assert_eq!(normalise_path(raw).unwrap(), expected, "{raw}");
         }
     }
 
