@@ -130,21 +130,45 @@ impl Caller {
         }
     }
 
+    /// What logs and metrics say of this caller, built without a string.
+    pub fn tag(&self) -> CallerTag {
+        match self {
+            Caller::PassThrough(key) => CallerTag::Key(key.fingerprint()),
+            Caller::Pooled(client) => CallerTag::Client(Arc::clone(client)),
+            Caller::Anonymous => CallerTag::Anonymous,
+        }
+    }
+}
+
+/// A caller as logs and metrics name it; displayed as a client's name or the
+/// key's fingerprint, formatted only when a log line is written.
+#[derive(Debug, Clone)]
+pub enum CallerTag {
+    /// A pass-through key.
+    Key(Fingerprint),
+    /// A configured client.
+    Client(Arc<Client>),
+    /// No key.
+    Anonymous,
+}
+
+impl CallerTag {
     /// Bounded metrics label: a client's name, or `pass_through`/`anonymous`.
     pub fn metrics_label(&self) -> &str {
         match self {
-            Caller::PassThrough(_) => "pass_through",
-            Caller::Pooled(client) => &client.name,
-            Caller::Anonymous => "anonymous",
+            CallerTag::Key(_) => "pass_through",
+            CallerTag::Client(client) => &client.name,
+            CallerTag::Anonymous => "anonymous",
         }
     }
+}
 
-    /// Label for logs: a client's name, or the key's fingerprint.
-    pub fn label(&self) -> String {
+impl std::fmt::Display for CallerTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Caller::PassThrough(key) => key.fingerprint().to_string(),
-            Caller::Pooled(client) => client.name.clone(),
-            Caller::Anonymous => "anonymous".into(),
+            CallerTag::Key(fingerprint) => fingerprint.fmt(f),
+            CallerTag::Client(client) => f.write_str(&client.name),
+            CallerTag::Anonymous => f.write_str("anonymous"),
         }
     }
 }

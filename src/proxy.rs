@@ -26,7 +26,7 @@ use crate::config::{Config, ConfigError, secs};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::once::{Once, OnceSettings};
-use crate::pool::{Caller, Pool};
+use crate::pool::{Caller, CallerTag, Pool};
 use crate::routes::{self, Freshness, Route, RouteClass};
 use crate::store::{Store, StoreError};
 use crate::upstream::pacer::Priority;
@@ -75,9 +75,7 @@ type Served = Result<Response<Full<Bytes>>, Arc<ProxyError>>;
 struct Record {
     route: &'static Route,
     cache: Option<CacheResult>,
-    caller: Option<String>,
-    /// Bounded client label for metrics.
-    client: Option<String>,
+    caller: Option<CallerTag>,
     /// Queue wait and upstream status, when this request caused an upstream call.
     upstream: Option<(Duration, StatusCode)>,
 }
@@ -145,7 +143,6 @@ impl Gateway {
             route: &routes::UNKNOWN,
             cache: None,
             caller: None,
-            client: None,
             upstream: None,
         };
 
@@ -187,8 +184,7 @@ impl Gateway {
         check_single_ids(request.uri().query(), route)?;
 
         let (caller, verdict) = self.identify(&request, route).await?;
-        record.caller = Some(caller.label());
-        record.client = Some(caller.metrics_label().to_owned());
+        record.caller = Some(caller.tag());
         self.check_client_rate(&caller, peer)?;
 
         let deadline = self.deadline(request.headers());
@@ -361,7 +357,10 @@ impl Gateway {
     ) {
         let route = record.route.template;
         let class = record.route.class.as_str();
-        let client = record.client.as_deref().unwrap_or("anonymous");
+        let client = record
+            .caller
+            .as_ref()
+            .map_or("anonymous", CallerTag::metrics_label);
         let metrics = &self.metrics;
         metrics
             .client_requests
@@ -390,7 +389,7 @@ impl Gateway {
             cache = record.cache.map(CacheResult::as_str),
             queue_wait_ms = record.upstream.map(|(wait, _)| wait.as_millis() as u64),
             upstream_status = record.upstream.map(|(_, status)| status.as_u16()),
-            caller = record.caller.as_deref(),
+            caller = record.caller.as_ref().map(tracing::field::display),
             error,
             duration_us = elapsed.as_micros() as u64,
             "request"
