@@ -40,23 +40,29 @@ impl CacheKey {
     /// form-decoded (`+` and `%20` are one) and trimmed, sorted, and empty
     /// ones are kept. (A repeated identifying parameter is refused earlier.)
     pub fn new(scope: Scope<'_>, route: &Route, query: Option<&str>) -> Self {
-        let mut params: Vec<(String, String)> =
-            form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-                .filter(|(name, _)| route.cache_params.contains(&name.as_ref()))
-                .map(|(name, value)| (name.into_owned(), value.trim().to_owned()))
-                .collect();
-        params.sort();
-
         let scope = match scope {
             Scope::Shared => "*",
             Scope::Key(fingerprint) => fingerprint,
         };
-        let mut key = format!("{scope} {}", route.template);
+        let query = query.unwrap_or_default();
+        let mut key = String::with_capacity(scope.len() + route.template.len() + query.len() + 2);
+        key.push_str(scope);
+        key.push(' ');
+        key.push_str(route.template);
+        // Most catalog calls carry no parameter: no parsing, no list.
+        if query.is_empty() || route.cache_params.is_empty() {
+            return Self(key.into());
+        }
+        let mut params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .filter(|(name, _)| route.cache_params.contains(&name.as_ref()))
+            .map(|(name, value)| (name.into_owned(), value.trim().to_owned()))
+            .collect();
+        params.sort();
         for (name, value) in params {
             key.push(' ');
-            key.push_str(&form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>());
+            key.extend(form_urlencoded::byte_serialize(name.as_bytes()));
             key.push('=');
-            key.push_str(&form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>());
+            key.extend(form_urlencoded::byte_serialize(value.as_bytes()));
         }
         Self(key.into())
     }
