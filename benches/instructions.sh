@@ -10,7 +10,10 @@
 # the /api/v2/services cache, sends 200 warm-up requests, zeroes the counters,
 # sends N (2000) keep-alive cache hits with x-apikey (pass-through), dumps and
 # prints the gateway's instructions per request. Settings: N, PORT_BASE=18500,
-# FILTER=warn (the log filter; info adds the access log line).
+# FILTER=warn (the log filter; info adds the access log line), OUT=path keeps
+# the callgrind profile (callgrind_annotate --inclusive=yes OUT) for a look at
+# where the instructions go (build with CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
+# for function names with lines).
 
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -77,4 +80,5 @@ hits "$N"
 callgrind_control -d "$GW" >/dev/null
 sleep 1
 total=$(callgrind_annotate "$WORK/cg.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+[ -z "${OUT:-}" ] || cp "$WORK/cg.out.1" "$OUT"
 echo "instructions per cache hit: $((total / N)) ($total over $N requests, log filter $FILTER)"
