@@ -157,14 +157,14 @@ impl Expiry<Fingerprint, Verdict> for VerdictExpiry {
 /// Recent verdicts by fingerprint.
 #[derive(Clone)]
 pub struct KeyVerdicts {
-    verdicts: moka::future::Cache<Fingerprint, Verdict>,
+    verdicts: moka::sync::Cache<Fingerprint, Verdict>,
     rejected_for: Duration,
 }
 
 impl KeyVerdicts {
     /// Remembers acceptances for `accepted_for` and rejections for `rejected_for`.
     pub fn new(accepted_for: Duration, rejected_for: Duration) -> Arc<Self> {
-        let verdicts = moka::future::Cache::builder()
+        let verdicts = moka::sync::Cache::builder()
             .max_capacity(100_000)
             .expire_after(VerdictExpiry {
                 accepted_for,
@@ -178,23 +178,23 @@ impl KeyVerdicts {
     }
 
     /// The remembered verdict, if any.
-    pub async fn verdict(&self, key: &ApiKey) -> Option<Verdict> {
-        self.verdicts.get(&key.fingerprint).await
+    pub fn verdict(&self, key: &ApiKey) -> Option<Verdict> {
+        self.verdicts.get(&key.fingerprint)
     }
 
     /// Records what an upstream answer says about `key`: a 401 rejects it, a
     /// successful answer accepts it, anything else says nothing.
-    pub async fn learn(&self, key: &ApiKey, status: http::StatusCode, success: bool) {
+    pub fn learn(&self, key: &ApiKey, status: http::StatusCode, success: bool) {
         let verdict = match status {
             http::StatusCode::UNAUTHORIZED => Verdict::Rejected,
             s if s.is_success() && success => Verdict::Accepted,
             _ => return,
         };
-        let previous = self.verdicts.get(&key.fingerprint).await;
+        let previous = self.verdicts.get(&key.fingerprint);
         if previous != Some(verdict) {
             tracing::info!(key.fp = %key.fingerprint, ?verdict, "upstream verdict on key");
         }
-        self.verdicts.insert(key.fingerprint, verdict).await;
+        self.verdicts.insert(key.fingerprint, verdict);
     }
 
     /// How long a rejection is remembered.
@@ -222,20 +222,16 @@ mod tests {
         assert!(ApiKey::from_header(None).is_none());
     }
 
-    #[tokio::test]
-    async fn a_401_rejects_and_a_success_accepts() {
+    #[test]
+    fn a_401_rejects_and_a_success_accepts() {
         let verdicts = KeyVerdicts::new(Duration::from_secs(60), Duration::from_secs(60));
         let key = ApiKey::from_header(Some(&HeaderValue::from_static("k1"))).unwrap();
-        assert_eq!(verdicts.verdict(&key).await, None);
-        verdicts
-            .learn(&key, http::StatusCode::UNAUTHORIZED, false)
-            .await;
-        assert_eq!(verdicts.verdict(&key).await, Some(Verdict::Rejected));
-        verdicts.learn(&key, http::StatusCode::OK, true).await;
-        assert_eq!(verdicts.verdict(&key).await, Some(Verdict::Accepted));
-        verdicts
-            .learn(&key, http::StatusCode::BAD_REQUEST, false)
-            .await;
-        assert_eq!(verdicts.verdict(&key).await, Some(Verdict::Accepted));
+        assert_eq!(verdicts.verdict(&key), None);
+        verdicts.learn(&key, http::StatusCode::UNAUTHORIZED, false);
+        assert_eq!(verdicts.verdict(&key), Some(Verdict::Rejected));
+        verdicts.learn(&key, http::StatusCode::OK, true);
+        assert_eq!(verdicts.verdict(&key), Some(Verdict::Accepted));
+        verdicts.learn(&key, http::StatusCode::BAD_REQUEST, false);
+        assert_eq!(verdicts.verdict(&key), Some(Verdict::Accepted));
     }
 }

@@ -163,7 +163,7 @@ impl Expiry<CacheKey, Arc<Stored>> for StoredExpiry {
 
 /// Answers by cache key, with one fill at a time per key.
 pub struct ResponseCache {
-    entries: moka::future::Cache<CacheKey, Arc<Stored>>,
+    entries: moka::sync::Cache<CacheKey, Arc<Stored>>,
     /// Fills under way, tagged with when their call is expected to start
     /// (`None`: not known).
     fills: Flights<CacheKey, Outcome, Option<Instant>>,
@@ -174,7 +174,7 @@ pub struct ResponseCache {
 impl ResponseCache {
     /// A cache of at most `max_entries`, each kept `max_stale` past its fresh time.
     pub fn new(max_entries: u64, max_stale: Duration, upstream: Arc<Upstream>) -> Arc<Self> {
-        let entries = moka::future::Cache::builder()
+        let entries = moka::sync::Cache::builder()
             .max_capacity(max_entries)
             .expire_after(StoredExpiry { max_stale })
             .build();
@@ -192,6 +192,12 @@ impl ResponseCache {
         self.entries.entry_count()
     }
 
+    /// The entry for `key` while it is fresh: what a lookup answers without
+    /// waiting for anything.
+    pub fn fresh(&self, key: &CacheKey) -> Option<Arc<Stored>> {
+        self.entries.get(key).filter(|stored| stored.is_fresh())
+    }
+
     /// Serves `key` from the cache or through one shared upstream fetch of `call`.
     pub async fn get_or_fetch(
         self: &Arc<Self>,
@@ -200,7 +206,7 @@ impl ResponseCache {
         call: OutboundCall,
         meta: CallMeta,
     ) -> Result<(Arc<Stored>, CacheResult), Arc<ProxyError>> {
-        let cached = self.entries.get(&key).await;
+        let cached = self.entries.get(&key);
         if let Some(stored) = cached.as_ref().filter(|s| s.is_fresh()) {
             return Ok((Arc::clone(stored), CacheResult::Hit));
         }
@@ -262,9 +268,9 @@ impl ResponseCache {
 
     /// Forgets `key` and detaches any fill under way, so that the next
     /// lookup fetches anew and an older fill cannot store its answer.
-    pub async fn invalidate(&self, key: &CacheKey) {
+    pub fn invalidate(&self, key: &CacheKey) {
         self.fills.detach(key);
-        self.entries.invalidate(key).await;
+        self.entries.invalidate(key);
     }
 
     /// Starts the refreshes whose turn it is (oldest answer first, a few
@@ -316,10 +322,7 @@ impl ResponseCache {
                 .as_ref()
                 .map(|key| crate::auth::Fingerprint::of(key.as_bytes()));
             let outcome = match cache.upstream.call(call, meta, unwatched).await {
-                Ok(answer) => {
-                    let stored = cache.store(&key, &fill, answer, policy, fetched_with);
-                    Ok(stored.await)
-                }
+                Ok(answer) => Ok(cache.store(&key, &fill, answer, policy, fetched_with)),
                 Err(error) => Err(Arc::new(error)),
             };
             cache.fills.finish(&key, &fill, outcome);
@@ -327,7 +330,7 @@ impl ResponseCache {
         (receiver, expected)
     }
 
-    async fn store(
+    fn store(
         &self,
         key: &CacheKey,
         fill: &Arc<Flight<Outcome, Option<Instant>>>,
@@ -348,7 +351,7 @@ impl ResponseCache {
             fetched_with,
         });
         if storable && self.fills.is_current(key, fill) {
-            self.entries.insert(key.clone(), Arc::clone(&stored)).await;
+            self.entries.insert(key.clone(), Arc::clone(&stored));
         }
         stored
     }

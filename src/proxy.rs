@@ -9,7 +9,9 @@
 mod request;
 mod serve;
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -21,7 +23,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::auth::{ApiKey, KeyVerdicts, Verdict};
-use crate::cache::{CacheResult, Policy, ResponseCache, WhenStale};
+use crate::cache::{CacheKey, CacheResult, Policy, ResponseCache, Scope, WhenStale};
 use crate::config::{Config, ConfigError, secs};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
@@ -70,6 +72,34 @@ pub enum StartError {
 }
 
 type Served = Result<Response<Full<Bytes>>, Arc<ProxyError>>;
+
+/// How far a request got without waiting.
+pub enum Handled {
+    /// Answered at once: refused by a check, or a fresh cache hit.
+    Now(Response<Full<Bytes>>),
+    /// Still to be served: the rest waits for a fetch, the queue or the upstream.
+    Later(Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>),
+}
+
+/// A request that passed every check that needs no waiting.
+struct Admitted {
+    route: &'static Route,
+    path: String,
+    caller: Caller,
+    /// The upstream accepted the caller's own key recently.
+    accepted: bool,
+    deadline: Instant,
+    idempotency_key: Option<String>,
+}
+
+/// A client's own key that must be shown to the upstream (one balance call)
+/// before this keyed route may be served: not seen accepted recently.
+fn key_to_check<'a>(caller: &'a Caller, route: &Route, accepted: bool) -> Option<&'a ApiKey> {
+    match caller {
+        Caller::PassThrough(key) if route.keyed && !accepted => Some(key),
+        _ => None,
+    }
+}
 
 /// What the access log and metrics say about one request.
 struct Record {
@@ -137,6 +167,16 @@ impl Gateway {
         request: Request<Incoming>,
         peer: IpAddr,
     ) -> Response<Full<Bytes>> {
+        match self.begin(request, peer) {
+            Handled::Now(response) => response,
+            Handled::Later(serving) => serving.await,
+        }
+    }
+
+    /// Serves what needs no waiting at once (every check and refusal, and
+    /// fresh catalog hits: most of a bot's traffic) and returns the rest as
+    /// a future; errors are JSON answers.
+    pub fn begin(self: &Arc<Self>, request: Request<Incoming>, peer: IpAddr) -> Handled {
         let started = Instant::now();
         let method = request.method().clone();
         let mut record = Record {
@@ -145,18 +185,39 @@ impl Gateway {
             caller: None,
             upstream: None,
         };
+        let admitted = match self.admit(&request, peer, &mut record) {
+            Ok(admitted) => admitted,
+            Err(error) => {
+                return Handled::Now(self.finish(Err(error), &method, &record, started));
+            }
+        };
+        if let Some(hit) = self.fresh_hit(&admitted, request.uri().query(), &mut record) {
+            return Handled::Now(self.finish(Ok(hit), &method, &record, started));
+        }
+        let gateway = Arc::clone(self);
+        Handled::Later(Box::pin(async move {
+            let served = gateway.serve(request, admitted, &mut record).await;
+            gateway.finish(served, &method, &record, started)
+        }))
+    }
 
-        let served = self.serve(request, peer, &mut record).await;
+    /// The answer to send, with its access log line and metrics written.
+    fn finish(
+        &self,
+        served: Served,
+        method: &Method,
+        record: &Record,
+        started: Instant,
+    ) -> Response<Full<Bytes>> {
         let error_code = served.as_ref().err().map(|e| e.code());
         let mut response = served.unwrap_or_else(|error| error.to_response());
         if self.is_shutting_down() {
             let close = HeaderValue::from_static("close");
             response.headers_mut().insert(header::CONNECTION, close);
         }
-
         self.record(
-            &method,
-            &record,
+            method,
+            record,
             response.status(),
             error_code,
             started.elapsed(),
@@ -167,12 +228,15 @@ impl Gateway {
         response
     }
 
-    async fn serve(
-        self: &Arc<Self>,
-        request: Request<Incoming>,
+    /// Every check that needs no waiting, in order: shutdown, query size,
+    /// path, route, method, repeated ids, the caller and its key, the
+    /// caller's rate, the headers.
+    fn admit(
+        &self,
+        request: &Request<Incoming>,
         peer: IpAddr,
         record: &mut Record,
-    ) -> Served {
+    ) -> Result<Admitted, Arc<ProxyError>> {
         if self.is_shutting_down() {
             return Err(Arc::new(ProxyError::ShuttingDown));
         }
@@ -183,14 +247,54 @@ impl Gateway {
         check_method(request.method(), route)?;
         check_single_ids(request.uri().query(), route)?;
 
-        let (caller, verdict) = self.identify(&request, route).await?;
+        let (caller, verdict) = self.identify(request, route)?;
         record.caller = Some(caller.tag());
         self.check_client_rate(&caller, peer)?;
 
-        let deadline = self.deadline(request.headers());
-        let idempotency_key = idempotency_key(request.headers())?;
+        Ok(Admitted {
+            route,
+            path,
+            caller,
+            accepted: verdict == Some(Verdict::Accepted),
+            deadline: self.deadline(request.headers()),
+            idempotency_key: idempotency_key(request.headers())?,
+        })
+    }
+
+    /// A fresh catalog answer, for a caller that may read it now.
+    fn fresh_hit(
+        &self,
+        admitted: &Admitted,
+        query: Option<&str>,
+        record: &mut Record,
+    ) -> Option<Response<Full<Bytes>>> {
+        let route = admitted.route;
+        if route.class != RouteClass::Catalog
+            || key_to_check(&admitted.caller, route, admitted.accepted).is_some()
+        {
+            return None;
+        }
+        let stored = self
+            .cache
+            .fresh(&CacheKey::new(Scope::Shared, route, query))?;
+        Some(self.catalog_answer(route, &stored, CacheResult::Hit, record))
+    }
+
+    async fn serve(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        admitted: Admitted,
+        record: &mut Record,
+    ) -> Served {
+        let Admitted {
+            route,
+            path,
+            caller,
+            accepted,
+            deadline,
+            idempotency_key,
+        } = admitted;
         let call = self.outbound(request, path).await?;
-        let accepted = verdict == Some(Verdict::Accepted);
         self.dispatch(
             route,
             call,
@@ -206,7 +310,7 @@ impl Gateway {
     /// Who is calling, and for an own key what the upstream last said of it:
     /// a missing key on a keyed route, an unknown gateway key, or a recently
     /// rejected own key is refused here, for free.
-    async fn identify(
+    fn identify(
         &self,
         request: &Request<Incoming>,
         route: &Route,
@@ -215,7 +319,7 @@ impl Gateway {
         let caller = self.pool.identify(key)?;
         let verdict = match &caller {
             Caller::Anonymous if route.keyed => return Err(ProxyError::MissingKey),
-            Caller::PassThrough(key) => self.verdicts.verdict(key).await,
+            Caller::PassThrough(key) => self.verdicts.verdict(key),
             _ => None,
         };
         if verdict == Some(Verdict::Rejected) {
@@ -237,9 +341,7 @@ impl Gateway {
         deadline: Instant,
         record: &mut Record,
     ) -> Served {
-        if let Caller::PassThrough(key) = caller
-            && route.keyed
-            && !accepted
+        if let Some(key) = key_to_check(caller, route, accepted)
             && let Some(refusal) = self.ensure_accepted(key, deadline).await?
         {
             return Ok(refusal);

@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
+use futures_util::future::{Either, Ready, ready};
 use http::{HeaderName, HeaderValue, Method, Request, Response};
-use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -31,7 +32,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::admin;
 use crate::config::{Config, secs};
 use crate::metrics::Metrics;
-use crate::proxy::{Gateway, StartError};
+use crate::proxy::{Gateway, Handled, StartError};
 
 /// A gateway running in the background, for tests, the demo and embedding.
 pub struct GatewayHandle {
@@ -180,13 +181,21 @@ struct ClientService {
     peer: IpAddr,
 }
 
+/// What a request's answer comes as: at once for whatever needs no waiting
+/// (refusals, fresh cache hits), else a boxed future living as long as the
+/// request does.
+type ServiceFuture = Either<
+    Ready<Result<Response<AnswerBody>, Infallible>>,
+    Pin<Box<dyn Future<Output = Result<Response<AnswerBody>, Infallible>> + Send>>,
+>;
+
 impl hyper::service::Service<Request<Incoming>> for ClientService {
     type Response = Response<AnswerBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = ServiceFuture;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let gateway = Arc::clone(&self.shared.gateway);
+        let gateway = &self.shared.gateway;
         let peer = self.peer;
         // Bots send neither Origin (CORS is for browsers) nor, mostly,
         // Accept-Encoding: their requests skip the tower stack, whose
@@ -199,11 +208,14 @@ impl hyper::service::Service<Request<Incoming>> for ClientService {
             && !headers.contains_key(http::header::ORIGIN)
             && request.method() != Method::OPTIONS
         {
-            return Box::pin(async move {
-                let response = gateway.handle(request, peer).await;
-                Ok(response.map(|body| body.map_err(|never| match never {}).boxed_unsync()))
-            });
+            return match gateway.begin(request, peer) {
+                Handled::Now(response) => Either::Left(ready(Ok(box_body(response)))),
+                Handled::Later(serving) => {
+                    Either::Right(Box::pin(serving.map(|response| Ok(box_body(response)))))
+                }
+            };
         }
+        let gateway = Arc::clone(gateway);
         let stack = ServiceBuilder::new()
             // Preflights carry no x-apikey: answer them before anything checks
             // keys or spends a queue place.
@@ -214,11 +226,15 @@ impl hyper::service::Service<Request<Incoming>> for ClientService {
                 let gateway = Arc::clone(&gateway);
                 async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
             });
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let response = stack.oneshot(request).await?;
             Ok(response.map(BodyExt::boxed_unsync))
-        })
+        }))
     }
+}
+
+fn box_body(response: Response<Full<Bytes>>) -> Response<AnswerBody> {
+    response.map(|body| body.map_err(|never| match never {}).boxed_unsync())
 }
 
 fn connection_builder(config: &Config) -> http1::Builder {

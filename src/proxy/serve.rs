@@ -151,7 +151,7 @@ impl Gateway {
             .await?;
         // A route that needs no key says nothing about the key sent with it.
         if route.keyed {
-            self.learn(target, &answer).await;
+            self.learn(target, &answer);
         }
         Ok(answer)
     }
@@ -208,6 +208,17 @@ impl Gateway {
             .get_or_fetch(cache_key, self.policy(route), call, meta)
             .await?;
         let (stored, result) = fetched;
+        Ok(self.catalog_answer(route, &stored, result, record))
+    }
+
+    /// A catalog answer, from the cache or from whichever fetch it came.
+    pub(super) fn catalog_answer(
+        &self,
+        route: &'static Route,
+        stored: &Stored,
+        result: CacheResult,
+        record: &mut Record,
+    ) -> Response<Full<Bytes>> {
         // The fetch may have been another caller's, with another key.
         if stored.answer.status == http::StatusCode::UNAUTHORIZED
             && let Some(fingerprint) = stored.fetched_with
@@ -215,7 +226,7 @@ impl Gateway {
             self.pool.mark_rejected_key(fingerprint);
         }
         self.note_lookup(route, result, &stored.answer, record);
-        Ok(answer_response(&stored.answer, Some((result, &stored))))
+        answer_response(&stored.answer, Some((result, stored)))
     }
 
     /// Status and a single key's balance: reused briefly for that key only.
@@ -250,7 +261,7 @@ impl Gateway {
             .get_or_fetch(cache_key, policy, target.apply(call), meta)
             .await?;
         if fetched.1 == CacheResult::Miss {
-            self.learn(target, &fetched.0.answer).await;
+            self.learn(target, &fetched.0.answer);
         }
         if route.class == RouteClass::AccountRead {
             self.once.note_balance(&scope, &fetched.0.answer);
@@ -335,9 +346,7 @@ impl Gateway {
                 }
                 // Also after a lost answer: the balance the client is told to
                 // check must not come from before the call.
-                gateway
-                    .invalidate_after(route, &settled_target, query.as_deref())
-                    .await;
+                gateway.invalidate_after(route, &settled_target, query.as_deref());
             })
         });
         let mutating = MutatingCall {
@@ -350,7 +359,7 @@ impl Gateway {
         let (answer, delivery) = self.once.run(mutating, after).await?;
         if delivery == Delivery::Sent {
             record.upstream = Some((answer.queue_wait, answer.status));
-            self.learn(&target, &answer).await;
+            self.learn(&target, &answer);
         }
         let mut response = answer_response(&answer, None);
         let marker = match delivery {
@@ -406,7 +415,7 @@ impl Gateway {
         key: &ApiKey,
         deadline: Instant,
     ) -> Result<Option<Response<Full<Bytes>>>, Arc<ProxyError>> {
-        if self.verdicts.verdict(key).await == Some(Verdict::Accepted) {
+        if self.verdicts.verdict(key) == Some(Verdict::Accepted) {
             return Ok(None);
         }
         let balance = routes::classify("/v1/user/balance").expect("balance is in the table");
@@ -422,13 +431,13 @@ impl Gateway {
         let target = self.own_target(key, Caller::PassThrough(key.clone()).turn());
         let checked = self.fetch_per_key(balance, call, &target, deadline, Priority::Background);
         let (stored, _) = checked.await?;
-        match self.verdicts.verdict(key).await {
+        match self.verdicts.verdict(key) {
             Some(Verdict::Accepted) => Ok(None),
             _ => Ok(Some(answer_response(&stored.answer, None))),
         }
     }
 
-    async fn invalidate_after(&self, route: &Route, target: &Target, query: Option<&str>) {
+    fn invalidate_after(&self, route: &Route, target: &Target, query: Option<&str>) {
         let fingerprint = target.scope();
         let scope = Scope::Key(&fingerprint);
         if let (true, Some((param, kind))) = (route.invalidates.status, route.id) {
@@ -439,22 +448,19 @@ impl Gateway {
                     .append_pair(status_param, &id)
                     .finish();
                 self.cache
-                    .invalidate(&CacheKey::new(scope, status, Some(&id_query)))
-                    .await;
+                    .invalidate(&CacheKey::new(scope, status, Some(&id_query)));
             }
         }
         if route.invalidates.balance {
             let balance = routes::classify("/v1/user/balance").expect("balance is in the table");
-            self.cache
-                .invalidate(&CacheKey::new(scope, balance, None))
-                .await;
+            self.cache.invalidate(&CacheKey::new(scope, balance, None));
         }
     }
 
     /// What an upstream answer says about the key that made it: a client's
     /// own key is accepted or rejected; an account's key is taken out when
     /// rejected, and its balance is learnt.
-    async fn learn(&self, target: &Target, answer: &Answer) {
+    fn learn(&self, target: &Target, answer: &Answer) {
         match (target.account, &target.key) {
             (Some(account), _) => {
                 self.pool.note_answer(account, answer.status);
@@ -468,9 +474,7 @@ impl Gateway {
                 }
             }
             (None, Some(key)) => {
-                self.verdicts
-                    .learn(key, answer.status, answer.is_success())
-                    .await;
+                self.verdicts.learn(key, answer.status, answer.is_success());
             }
             (None, None) => {}
         }
