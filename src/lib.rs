@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod flight;
+pub mod headers;
 pub mod metrics;
 pub mod once;
 pub mod pool;

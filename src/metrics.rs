@@ -3,10 +3,18 @@
 //! Names carry the `otpgate_` prefix and base units; labels are bounded
 //! (route templates, classes, reasons), never raw paths, ids or keys.
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use http::StatusCode;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
+
+use crate::cache::CacheResult;
+use crate::pool::CallerTag;
+use crate::routes::{self, Route};
 
 /// All metric families of one gateway, registered in its own registry.
 pub struct Metrics {
@@ -47,6 +55,24 @@ pub struct Metrics {
     pub account_balance: GaugeVec,
     /// 1 once the upstream rejected the account's key.
     pub account_rejected: GaugeVec,
+    /// Per-request series of each route (by `routes::index_of`), kept once
+    /// resolved.
+    route_series: Vec<RouteSeries>,
+    /// `client_requests` of key-less and pass-through callers answered 200.
+    anonymous_ok: OnceLock<IntCounter>,
+    pass_through_ok: OnceLock<IntCounter>,
+}
+
+/// The series every request of one route touches, each resolved on first
+/// use and kept: a labelled lookup hashes its label strings on every call.
+/// (Resolved lazily so that `/metrics` shows only series that happened.)
+#[derive(Default)]
+struct RouteSeries {
+    duration: OnceLock<Histogram>,
+    /// By cache result: hit, stale, miss.
+    lookups: [OnceLock<IntCounter>; 3],
+    /// Requests answered 200.
+    ok: OnceLock<IntCounter>,
 }
 
 impl Metrics {
@@ -145,6 +171,11 @@ impl Metrics {
                 "1 once the upstream rejected the account's key.",
                 &["account"],
             ),
+            route_series: (0..=routes::ROUTES.len())
+                .map(|_| RouteSeries::default())
+                .collect(),
+            anonymous_ok: OnceLock::new(),
+            pass_through_ok: OnceLock::new(),
             registry,
         };
         metrics.register_all();
@@ -177,6 +208,64 @@ impl Metrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
+    }
+
+    /// Counts one answered client request: by route, class and status, its
+    /// duration, and by client.
+    pub fn count_request(
+        &self,
+        route: &Route,
+        caller: Option<&CallerTag>,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        let (template, class) = (route.template, route.class.as_str());
+        let series = &self.route_series[routes::index_of(route)];
+        let by_route = || {
+            self.requests
+                .with_label_values(&[template, class, status.as_str()])
+        };
+        if status == StatusCode::OK {
+            series.ok.get_or_init(by_route).inc();
+        } else {
+            by_route().inc();
+        }
+        let duration = || self.request_duration.with_label_values(&[template, class]);
+        series
+            .duration
+            .get_or_init(duration)
+            .observe(elapsed.as_secs_f64());
+
+        let label = caller.map_or("anonymous", CallerTag::metrics_label);
+        let by_client = || {
+            self.client_requests
+                .with_label_values(&[label, status.as_str()])
+        };
+        let remembered = match caller {
+            _ if status != StatusCode::OK => None,
+            None | Some(CallerTag::Anonymous) => Some(&self.anonymous_ok),
+            Some(CallerTag::Key(_)) => Some(&self.pass_through_ok),
+            Some(CallerTag::Client(_)) => None,
+        };
+        match remembered {
+            Some(handle) => handle.get_or_init(by_client).inc(),
+            None => by_client().inc(),
+        }
+    }
+
+    /// Counts one cache lookup of `route`.
+    pub fn count_lookup(&self, route: &Route, result: CacheResult) {
+        let slot = match result {
+            CacheResult::Hit => 0,
+            CacheResult::Stale => 1,
+            CacheResult::Miss => 2,
+        };
+        self.route_series[routes::index_of(route)].lookups[slot]
+            .get_or_init(|| {
+                self.cache_lookups
+                    .with_label_values(&[route.template, result.as_str()])
+            })
+            .inc();
     }
 
     /// The text exposition format, for `/metrics`.

@@ -26,6 +26,7 @@ use crate::auth::{ApiKey, KeyVerdicts, Verdict};
 use crate::cache::{CacheKey, CacheResult, Policy, ResponseCache, Scope, WhenStale};
 use crate::config::{Config, ConfigError, secs};
 use crate::error::ProxyError;
+use crate::headers::X_APIKEY;
 use crate::metrics::Metrics;
 use crate::once::{Once, OnceSettings};
 use crate::pool::{Caller, CallerTag, Pool};
@@ -315,7 +316,7 @@ impl Gateway {
         request: &Request<Incoming>,
         route: &Route,
     ) -> Result<(Caller, Option<Verdict>), ProxyError> {
-        let key = ApiKey::from_header(request.headers().get("x-apikey"));
+        let key = ApiKey::from_header(request.headers().get(&X_APIKEY));
         let caller = self.pool.identify(key)?;
         let verdict = match &caller {
             Caller::Anonymous if route.keyed => return Err(ProxyError::MissingKey),
@@ -443,10 +444,7 @@ impl Gateway {
         if result == CacheResult::Miss {
             record.upstream = Some((answer.queue_wait, answer.status));
         }
-        self.metrics
-            .cache_lookups
-            .with_label_values(&[route.template, result.as_str()])
-            .inc();
+        self.metrics.count_lookup(route, result);
     }
 
     fn record(
@@ -459,29 +457,18 @@ impl Gateway {
     ) {
         let route = record.route.template;
         let class = record.route.class.as_str();
-        let client = record
-            .caller
-            .as_ref()
-            .map_or("anonymous", CallerTag::metrics_label);
         let metrics = &self.metrics;
-        metrics
-            .client_requests
-            .with_label_values(&[client, status.as_str()])
-            .inc();
+        metrics.count_request(record.route, record.caller.as_ref(), status, elapsed);
         if record.upstream.is_some() {
+            let client = record
+                .caller
+                .as_ref()
+                .map_or("anonymous", CallerTag::metrics_label);
             metrics
                 .client_upstream_calls
                 .with_label_values(&[client])
                 .inc();
         }
-        self.metrics
-            .requests
-            .with_label_values(&[route, class, status.as_str()])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[route, class])
-            .observe(elapsed.as_secs_f64());
         tracing::info!(
             target: "otpgate::access",
             method = %method,

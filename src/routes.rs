@@ -236,6 +236,18 @@ pub static ROUTES: &[Route] = &[
 ];
 
 /// A path under `/v1` or `/v2` that the table does not know; forwarded as is.
+/// Position of `route` in `ROUTES`; `ROUTES.len()` for `UNKNOWN` (and any
+/// route not in the table). Constant time: the position is read off the
+/// address, then checked.
+pub fn index_of(route: &Route) -> usize {
+    let offset = (route as *const Route as usize).wrapping_sub(ROUTES.as_ptr() as usize);
+    let index = offset / std::mem::size_of::<Route>();
+    match ROUTES.get(index) {
+        Some(entry) if std::ptr::eq(entry, route) => index,
+        _ => ROUTES.len(),
+    }
+}
+
 pub static UNKNOWN: Route = Route {
     allows_post: true,
     ..route("/unknown", Unknown, false)
@@ -304,6 +316,17 @@ fn is_plain_segment(segment: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_route_knows_its_place_in_the_table() {
+        for (index, route) in ROUTES.iter().enumerate() {
+            assert_eq!(index_of(route), index, "{}", route.template);
+        }
+        assert_eq!(index_of(&UNKNOWN), ROUTES.len());
+        let first = &ROUTES[0];
+        let copy = route(first.template, first.class, first.keyed);
+        assert_eq!(index_of(&copy), ROUTES.len(), "a copy is not in the table");
+    }
 
     #[test]
     fn api_prefix_and_double_slashes_are_folded() {

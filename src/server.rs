@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{Either, Ready, ready};
-use http::{HeaderName, HeaderValue, Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -31,6 +31,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::admin;
 use crate::config::{Config, secs};
+use crate::headers::{IDEMPOTENCY_KEY, PREFER, X_APIKEY, X_CACHE};
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, Handled, StartError};
 
@@ -258,14 +259,14 @@ fn cors_layer(config: &Config) -> CorsLayer {
         .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([
-            HeaderName::from_static("x-apikey"),
+            X_APIKEY.clone(),
             http::header::ACCEPT,
             http::header::CONTENT_TYPE,
-            HeaderName::from_static("prefer"),
-            HeaderName::from_static("idempotency-key"),
+            PREFER.clone(),
+            IDEMPOTENCY_KEY.clone(),
         ])
         .expose_headers([
-            HeaderName::from_static("x-cache"),
+            X_CACHE.clone(),
             http::header::AGE,
             http::header::RETRY_AFTER,
         ])

@@ -15,6 +15,7 @@ use super::Gateway;
 use crate::cache::{CacheResult, Stored};
 use crate::config::{Config, secs};
 use crate::error::ProxyError;
+use crate::headers::{IDEMPOTENCY_KEY, PREFER, X_CACHE};
 use crate::pool::Caller;
 use crate::routes::Route;
 use crate::store::Store;
@@ -94,7 +95,7 @@ impl Gateway {
     pub(super) fn deadline(&self, headers: &HeaderMap) -> Instant {
         let queue = &self.config.queue;
         let asked = headers
-            .get_all("prefer")
+            .get_all(&PREFER)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
@@ -115,7 +116,7 @@ impl Gateway {
 
 /// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
 pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ProxyError> {
-    let Some(value) = headers.get("idempotency-key") else {
+    let Some(value) = headers.get(&IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
     let key = value
@@ -215,7 +216,7 @@ pub fn answer_response(
         .unwrap_or(HeaderValue::from_static("application/json"));
     headers.insert(header::CONTENT_TYPE, content_type);
     if let Some((result, stored)) = cached {
-        headers.insert("x-cache", HeaderValue::from_static(result.as_str()));
+        headers.insert(X_CACHE.clone(), HeaderValue::from_static(result.as_str()));
         headers.insert(header::AGE, stored.fetched_at.elapsed().as_secs().into());
     }
     response

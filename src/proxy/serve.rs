@@ -14,6 +14,7 @@ use super::{Gateway, Record, Served};
 use crate::auth::{ApiKey, Verdict};
 use crate::cache::{CacheKey, CacheResult, Scope, Stored};
 use crate::error::ProxyError;
+use crate::headers::X_CACHE;
 use crate::once::{AfterSettled, Delivery, MutatingCall};
 use crate::pool::{AccountId, Caller, Client};
 use crate::routes::{self, Route, RouteClass};
@@ -315,7 +316,7 @@ impl Gateway {
         let mut response = crate::error::json_response(http::StatusCode::OK, body.to_string());
         response
             .headers_mut()
-            .insert("x-cache", HeaderValue::from_static(result.as_str()));
+            .insert(X_CACHE.clone(), HeaderValue::from_static(result.as_str()));
         Ok(response)
     }
 

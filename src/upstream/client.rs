@@ -19,6 +19,7 @@ use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{UpstreamConfig, secs};
+use crate::headers::X_APIKEY;
 
 /// One call to send upstream, as the client asked for it.
 #[derive(Debug, Clone)]
@@ -271,7 +272,7 @@ impl UpstreamClient {
                     .unwrap_or(HeaderValue::from_static("application/json")),
             );
         if let Some(key) = &call.api_key {
-            builder = builder.header("x-apikey", key.clone());
+            builder = builder.header(&X_APIKEY, key.clone());
         }
         if let Some(content_type) = &call.content_type {
             builder = builder.header(header::CONTENT_TYPE, content_type.clone());
