@@ -377,6 +377,30 @@ async fn a_block_on_one_egress_never_moves_the_call_to_another_key_on_that_egres
 }
 
 #[tokio::test]
+async fn a_fresh_catalog_answer_is_served_while_every_account_of_the_pool_is_blocked() {
+    // c3's accounts both leave by e1.
+    let pools = start_pools(|config| {
+        for account in &mut config.accounts {
+            account.egress = Some("e1".into());
+        }
+    })
+    .await;
+    let (status, cached) = pools.get(2, "/v2/countries?service_id=9").await;
+    assert_eq!(status, 200, "{cached}");
+    pools.stack.block_ip("127.0.0.3", 30).await;
+    let (status, body) = pools.get(2, "/v2/countries?service_id=10").await;
+    assert_eq!(status, 503, "the gateway learns of the block: {body}");
+    let calls = pools.stack.sim.requests().len();
+
+    // No account can take a call now; the cache needs none.
+    let (status, body) = pools.get(2, "/v2/countries?service_id=9").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, cached);
+    assert_eq!(pools.stack.sim.requests().len(), calls, "no upstream call");
+    pools.stop().await;
+}
+
+#[tokio::test]
 async fn a_block_on_one_egress_leaves_the_pool_served_by_the_other() {
     let pools = start_pools(|_| {}).await;
     pools.stack.block_ip("127.0.0.3", 30).await;
