@@ -337,15 +337,20 @@ async fn ids_keep_their_account_and_owner_across_a_restart() {
     }
 }
 
-#[tokio::test]
-async fn a_block_on_one_egress_never_moves_the_call_to_another_key_on_that_egress() {
-    // c3's pool is a3 (e1) and a4 (e2); make both of c3's accounts share e1.
-    let pools = start_pools(|config| {
+/// Pools whose accounts all leave by e1: c3's pool, a3 (e1) and a4 (e2)
+/// otherwise, then shares one egress.
+async fn start_pools_on_e1() -> Pools {
+    start_pools(|config| {
         for account in &mut config.accounts {
             account.egress = Some("e1".into());
         }
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_block_on_one_egress_never_moves_the_call_to_another_key_on_that_egress() {
+    let pools = start_pools_on_e1().await;
     pools.stack.block_ip("127.0.0.3", 30).await;
 
     let (status, body) = pools.get(2, "/v2/countries?service_id=9").await;
@@ -378,13 +383,7 @@ async fn a_block_on_one_egress_never_moves_the_call_to_another_key_on_that_egres
 
 #[tokio::test]
 async fn a_fresh_catalog_answer_is_served_while_every_account_of_the_pool_is_blocked() {
-    // c3's accounts both leave by e1.
-    let pools = start_pools(|config| {
-        for account in &mut config.accounts {
-            account.egress = Some("e1".into());
-        }
-    })
-    .await;
+    let pools = start_pools_on_e1().await;
     let (status, cached) = pools.get(2, "/v2/countries?service_id=9").await;
     assert_eq!(status, 200, "{cached}");
     pools.stack.block_ip("127.0.0.3", 30).await;
