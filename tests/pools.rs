@@ -252,6 +252,12 @@ async fn a_pooled_balance_is_the_sum_over_the_pool() {
     let expected =
         sim.balance(&pools.accounts[2]).unwrap() + sim.balance(&pools.accounts[3]).unwrap();
     assert_eq!(other["data"]["balance"], expected);
+
+    let again = pools.stack.get("/v1/user/balance", &pools.clients[0]).await;
+    let headers = again.headers();
+    assert_eq!(headers["x-cache"], "HIT", "{headers:?}");
+    let age: u64 = headers["age"].to_str().unwrap().parse().unwrap();
+    assert!(age <= 5, "within the balance reuse time: {age}");
     pools.stop().await;
 }
 

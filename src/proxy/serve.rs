@@ -291,12 +291,14 @@ impl Gateway {
         });
         let mut total = 0_i64;
         let mut result = CacheResult::Hit;
+        let mut oldest = Instant::now();
         for read in join_all(reads).await {
             let (stored, lookup) = read?;
             let Some(balance) = crate::once::balance_of(&stored.answer) else {
                 return Ok(answer_response(&stored.answer, None));
             };
             total += balance;
+            oldest = oldest.min(stored.fetched_at);
             if lookup != CacheResult::Hit {
                 result = lookup;
             }
@@ -314,9 +316,10 @@ impl Gateway {
             }
         });
         let mut response = crate::error::json_response(http::StatusCode::OK, body.to_string());
-        response
-            .headers_mut()
-            .insert(X_CACHE.clone(), HeaderValue::from_static(result.as_str()));
+        let headers = response.headers_mut();
+        headers.insert(X_CACHE.clone(), HeaderValue::from_static(result.as_str()));
+        // The age of the oldest balance in the sum.
+        headers.insert(http::header::AGE, oldest.elapsed().as_secs().into());
         Ok(response)
     }
 
