@@ -435,9 +435,16 @@ impl Gateway {
         let target = self.own_target(key, Caller::PassThrough(key.clone()).turn());
         let checked = self.fetch_per_key(balance, call, &target, deadline, Priority::Background);
         let (stored, _) = checked.await?;
-        match self.verdicts.verdict(key) {
-            Some(Verdict::Accepted) => Ok(None),
-            _ => Ok(Some(answer_response(&stored.answer, None))),
+        // A successful balance for this key shows the upstream took it, also
+        // when the balance was reused (fetched a moment ago by another request
+        // of this key, or stale during a block) and so taught no verdict.
+        // Anything else is the upstream's refusal or failure: passed on.
+        let answer = &stored.answer;
+        let took_it = answer.status.is_success() && answer.is_success();
+        if took_it || self.verdicts.verdict(key) == Some(Verdict::Accepted) {
+            Ok(None)
+        } else {
+            Ok(Some(answer_response(answer, None)))
         }
     }
 

@@ -132,6 +132,29 @@ async fn junk_query_parameters_neither_reach_the_upstream_nor_fill_the_cache() {
     assert!(entries <= 4.0, "otpgate_cache_entries = {entries}");
 }
 
+#[tokio::test]
+async fn a_key_check_answered_by_a_reused_balance_still_serves_the_catalog() {
+    // The verdict on key A is forgotten long before its balance is.
+    let stack = common::start_with(
+        |_| {},
+        |g| {
+            g.auth.verified_key_ttl_seconds = 0.2;
+            g.cache.balance_ttl_seconds = 60.0;
+        },
+    )
+    .await;
+    let (status, cache, first) = stack.get_json("/v2/services", &stack.key_a).await;
+    assert_eq!((status, cache.as_str()), (200, "MISS"), "{first}");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+
+    // The key is checked again, against the balance read a moment ago.
+    let (status, cache, again) = stack.get_json("/v2/services", &stack.key_a).await;
+    assert_eq!((status, cache.as_str()), (200, "HIT"), "{again}");
+    assert_eq!(again, first, "the catalog, not the key's balance");
+    let balance_calls = stack.upstream_calls("/v1/user/balance").len();
+    assert_eq!(balance_calls, 1, "the reused balance cost no call");
+}
+
 /// Asserts a JSON 401 that the cache did not serve.
 async fn assert_refused(response: reqwest::Response, what: &str) -> serde_json::Value {
     let status = response.status().as_u16();
