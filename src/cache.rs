@@ -83,7 +83,8 @@ pub struct Stored {
 }
 
 impl Stored {
-    fn is_fresh(&self) -> bool {
+    /// Whether it is still within its fresh time.
+    pub fn is_fresh(&self) -> bool {
         self.fetched_at.elapsed() < self.fresh_for
     }
 }
@@ -195,7 +196,12 @@ impl ResponseCache {
     /// The entry for `key` while it is fresh: what a lookup answers without
     /// waiting for anything.
     pub fn fresh(&self, key: &CacheKey) -> Option<Arc<Stored>> {
-        self.entries.get(key).filter(|stored| stored.is_fresh())
+        self.held(key).filter(|stored| stored.is_fresh())
+    }
+
+    /// The entry for `key` at any age (up to `max_stale` past fresh).
+    pub fn held(&self, key: &CacheKey) -> Option<Arc<Stored>> {
+        self.entries.get(key)
     }
 
     /// Serves `key` from the cache or through one shared upstream fetch of `call`.

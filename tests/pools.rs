@@ -345,18 +345,19 @@ async fn ids_keep_their_account_and_owner_across_a_restart() {
 
 /// Pools whose accounts all leave by e1: c3's pool, a3 (e1) and a4 (e2)
 /// otherwise, then shares one egress.
-async fn start_pools_on_e1() -> Pools {
+async fn start_pools_on_e1(tune: impl FnOnce(&mut Config)) -> Pools {
     start_pools(|config| {
         for account in &mut config.accounts {
             account.egress = Some("e1".into());
         }
+        tune(config);
     })
     .await
 }
 
 #[tokio::test]
 async fn a_block_on_one_egress_never_moves_the_call_to_another_key_on_that_egress() {
-    let pools = start_pools_on_e1().await;
+    let pools = start_pools_on_e1(|_| {}).await;
     pools.stack.block_ip("127.0.0.3", 30).await;
 
     let (status, body) = pools.get(2, "/v2/countries?service_id=9").await;
@@ -388,8 +389,8 @@ async fn a_block_on_one_egress_never_moves_the_call_to_another_key_on_that_egres
 }
 
 #[tokio::test]
-async fn a_fresh_catalog_answer_is_served_while_every_account_of_the_pool_is_blocked() {
-    let pools = start_pools_on_e1().await;
+async fn a_cached_catalog_answer_is_served_while_every_account_of_the_pool_is_blocked() {
+    let pools = start_pools_on_e1(|config| config.cache.countries_ttl_seconds = 0.5).await;
     let (status, cached) = pools.get(2, "/v2/countries?service_id=9").await;
     assert_eq!(status, 200, "{cached}");
     pools.stack.block_ip("127.0.0.3", 30).await;
@@ -397,10 +398,20 @@ async fn a_fresh_catalog_answer_is_served_while_every_account_of_the_pool_is_blo
     assert_eq!(status, 503, "the gateway learns of the block: {body}");
     let calls = pools.stack.sim.requests().len();
 
-    // No account can take a call now; the cache needs none.
-    let (status, body) = pools.get(2, "/v2/countries?service_id=9").await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body, cached);
+    // No account can take a call now; the cache needs none, fresh or stale.
+    for expected in ["HIT", "STALE"] {
+        if expected == "STALE" {
+            tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        }
+        let response = pools
+            .stack
+            .get("/v2/countries?service_id=9", &pools.clients[2])
+            .await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-cache"], expected);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body, cached);
+    }
     assert_eq!(pools.stack.sim.requests().len(), calls, "no upstream call");
     pools.stop().await;
 }

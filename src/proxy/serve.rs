@@ -200,8 +200,23 @@ impl Gateway {
         deadline: Instant,
         record: &mut Record,
     ) -> Served {
-        let target = self.target_for_new(caller, route, Priority::Interactive)?;
         let cache_key = CacheKey::new(Scope::Shared, route, call.query.as_deref());
+        let target = match self.target_for_new(caller, route, Priority::Interactive) {
+            Ok(target) => target,
+            // No account of a pool can take a call now (rejected, blocked,
+            // queues full): what the cache holds, at any age, needs none.
+            Err(error) => {
+                let Some(stored) = self.cache.held(&cache_key) else {
+                    return Err(error.into());
+                };
+                let result = if stored.is_fresh() {
+                    CacheResult::Hit
+                } else {
+                    CacheResult::Stale
+                };
+                return Ok(self.catalog_answer(route, &stored, result, record));
+            }
+        };
         let meta = target.meta(route, Priority::Interactive, deadline);
         let call = target.apply(call);
         let fetched = self
