@@ -53,6 +53,10 @@ pub enum ProxyError {
     /// A parameter that says what the call is about was given more than once.
     #[error("duplicate parameter")]
     DuplicateParameter(&'static str),
+    /// A parameter spelt so that a PHP-style server reads it as one that
+    /// says what the call is about (`service.id`, `service_id[]`).
+    #[error("aliased parameter")]
+    AliasedParameter(&'static str),
     /// The client is over `limits.client_requests_per_second`.
     #[error("client rate limited")]
     ClientRateLimited {
@@ -127,7 +131,9 @@ impl ProxyError {
             }
             ProxyError::IdempotencyConflict => StatusCode::UNPROCESSABLE_ENTITY,
             ProxyError::QueryTooLarge => StatusCode::URI_TOO_LONG,
-            ProxyError::DuplicateParameter(_) => StatusCode::BAD_REQUEST,
+            ProxyError::DuplicateParameter(_) | ProxyError::AliasedParameter(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::SlowBody => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::PreviousOutcomeUnknown { .. } => StatusCode::CONFLICT,
@@ -172,6 +178,7 @@ impl ProxyError {
             ProxyError::IdempotencyConflict => "idempotency_key_reused",
             ProxyError::QueryTooLarge => "query_too_large",
             ProxyError::DuplicateParameter(_) => "duplicate_parameter",
+            ProxyError::AliasedParameter(_) => "aliased_parameter",
             ProxyError::SlowBody => "body_timeout",
             ProxyError::ClientRateLimited { .. } => "client_rate_limited",
             ProxyError::BadIdempotencyKey => "bad_idempotency_key",
@@ -253,6 +260,10 @@ impl ProxyError {
                 .into(),
             ProxyError::DuplicateParameter(name) => format!(
                 "The parameter {name} is given more than once; send it once. Nothing was sent"
+            ),
+            ProxyError::AliasedParameter(name) => format!(
+                "A parameter is spelt so that the upstream may read it as {name} (with `.`, a \
+                 space or `[`); send it as {name}, once. Nothing was sent"
             ),
             ProxyError::ClientRateLimited { retry_after } => format!(
                 "Too many requests from this client to the gateway; slow down and try again \

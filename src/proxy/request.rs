@@ -176,22 +176,44 @@ pub(super) fn check_method(method: &Method, route: &Route) -> Result<(), ProxyEr
     }
 }
 
-/// Refuses a query naming one of the route's identifying parameters twice:
-/// the gateway reads the first value (ownership, cache, holds) and an
-/// upstream may read the last, so the call would not be what was checked.
+/// Refuses a query naming one of the route's identifying parameters twice,
+/// or under another spelling: the gateway reads the first value, by its
+/// exact name (ownership, cache, holds), and an upstream may read the last,
+/// or, like PHP, read `service.id` and `service_id[]` as `service_id`; the
+/// call would not be what was checked, and its answer could be cached under
+/// another call's key.
 pub(super) fn check_single_ids(query: Option<&str>, route: &Route) -> Result<(), ProxyError> {
     let Some(query) = query else { return Ok(()) };
     let mut seen: Vec<&'static str> = Vec::new();
     for (name, _) in form_urlencoded::parse(query.as_bytes()) {
-        let Some(&known) = route.cache_params.iter().find(|p| **p == name) else {
+        let read = read_as(&name);
+        let Some(&known) = route.cache_params.iter().find(|p| **p == read) else {
             continue;
         };
+        if name != known {
+            return Err(ProxyError::AliasedParameter(known));
+        }
         if seen.contains(&known) {
             return Err(ProxyError::DuplicateParameter(known));
         }
         seen.push(known);
     }
     Ok(())
+}
+
+/// The name a PHP-style server reads for `name`: leading spaces dropped, an
+/// array suffix (`[]`, `[x]`) cut, then `.`, ` ` and `[` read as `_`.
+fn read_as(name: &str) -> std::borrow::Cow<'_, str> {
+    let name = name.trim_start_matches(' ');
+    let name = match name.find('[') {
+        Some(open) if name[open..].contains(']') => &name[..open],
+        _ => name,
+    };
+    if name.contains(['.', ' ', '[']) {
+        name.replace(['.', ' ', '['], "_").into()
+    } else {
+        name.into()
+    }
 }
 
 /// The first value of query parameter `name`, form-decoded and trimmed.

@@ -155,6 +155,36 @@ async fn a_key_check_answered_by_a_reused_balance_still_serves_the_catalog() {
     assert_eq!(balance_calls, 1, "the reused balance cost no call");
 }
 
+#[tokio::test]
+async fn a_parameter_the_upstream_could_read_as_another_is_refused() {
+    let stack = common::start().await;
+    for path in [
+        "/v2/countries?service_id=13&service.id=16",
+        "/v2/countries?service.id=16",
+        "/v2/countries?service%2Eid=16",
+        "/v2/countries?service_id[]=16",
+        "/v2/countries?service%20id=16&service_id=13",
+        "/v2/countries?+service_id=16",
+    ] {
+        let (status, _, body) = stack.get_json(path, &stack.key_a).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(error_code(&body), "aliased_parameter", "{path}");
+    }
+    assert!(
+        stack.upstream_calls("/v2/countries").is_empty(),
+        "nothing sent"
+    );
+
+    // Look-alikes that are other names pass, and `%5F` is `_`.
+    for path in [
+        "/v2/countries?service_id=13&serviceid=16",
+        "/v2/countries?service%5Fid=13",
+    ] {
+        let (status, _, body) = stack.get_json(path, &stack.key_a).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+}
+
 /// Asserts a JSON 401 that the cache did not serve.
 async fn assert_refused(response: reqwest::Response, what: &str) -> serde_json::Value {
     let status = response.status().as_u16();
