@@ -2,11 +2,14 @@
 # otpgate side by side with nginx and a bare hyper server, on loopback.
 #
 #   benches/compare.sh            # everything, about 17 minutes
-#   QUICK=1 benches/compare.sh    # cache hits only, about 1 minute
+#   QUICK=1 benches/compare.sh    # cache hits only, about 5 minutes
 #
 # 1. Cache hits of /api/v2/services (with x-apikey) served by otpgate, by
 #    nginx proxy_cache (benches/nginx.conf.template) and by examples/ceiling.rs
 #    (the same bytes from memory): wrk at saturation and at ~1,000 req/s.
+#    otpgate runs without its access log, as nginx's config does; a second
+#    otpgate with the default log filter (info: one line per request, to a
+#    file) shows what the log costs.
 # 2. Memory: VmRSS idle and with 10,000 idle keep-alive connections.
 # 3. Pacing: a flood of uncached calls through otpgate and through nginx
 #    limit_req, each against a simulator at the real limit (5 calls per 10 s).
@@ -75,6 +78,8 @@ CEILING_PORT=$((PORT_BASE + 9))
 STORM_SIM=$((PORT_BASE + 10))
 STORM_GATEWAY=$((PORT_BASE + 11))
 STORM_GATEWAY_ADMIN=$((PORT_BASE + 12))
+LOGGED_GATEWAY=$((PORT_BASE + 13))
+LOGGED_GATEWAY_ADMIN=$((PORT_BASE + 14))
 
 PIDS=()
 REPORT=()
@@ -175,9 +180,10 @@ start_sim() { # name port limit [sim options...]
     wait_http "http://$HOST:$port/__sim/stats"
 }
 
-start_gateway() { # name port admin_port upstream_port
+start_gateway() { # name port admin_port upstream_port [log filter, warn: no access log]
+    local filter=${5:-warn}
     start "$1" env OTPGATE__LIMITS__CLIENT_REQUESTS_PER_SECOND=0 \
-        OTPGATE__STORE__PATH="$WORK/$1.db" OTPGATE__LOG__FILTER=warn RUST_LOG=warn \
+        OTPGATE__STORE__PATH="$WORK/$1.db" OTPGATE__LOG__FILTER="$filter" RUST_LOG="$filter" \
         "${PIN_SERVER[@]}" "$BIN" serve --listen "$HOST:$2" --admin-listen "$HOST:$3" \
         --upstream "http://$HOST:$4/api"
     wait_http "http://$HOST:$3/healthz"
@@ -251,21 +257,25 @@ cache_hits() {
         die "otpgate did not fill its cache"
     curl -sf -o /dev/null -H "x-apikey: $KEY" "http://$HOST:$NGINX_CACHE$ROUTE" ||
         die "nginx did not fill its cache"
+    curl -sf -o /dev/null -H "x-apikey: $KEY" -H "prefer: wait=30" \
+        "http://$HOST:$LOGGED_GATEWAY$ROUTE" || die "otpgate (access log) did not fill its cache"
     start ceiling "${PIN_SERVER[@]}" "$CEILING" "$HOST:$CEILING_PORT" "$body"
     CEILING_PID=$LAST_PID
     wait_http "http://$HOST:$CEILING_PORT/"
     expect_hit "http://$HOST:$GATEWAY$ROUTE" x-cache
     expect_hit "http://$HOST:$NGINX_CACHE$ROUTE" x-cache-status
+    expect_hit "http://$HOST:$LOGGED_GATEWAY$ROUTE" x-cache
     BODY_BYTES=$(wc -c <"$body")
 
     local server url round
     declare -gA SAT PACED
     for round in $(seq "$REPEAT"); do
-        for server in ceiling nginx otpgate; do
+        for server in ceiling nginx otpgate logged; do
             case $server in
                 ceiling) url=http://$HOST:$CEILING_PORT$ROUTE ;;
                 nginx) url=http://$HOST:$NGINX_CACHE$ROUTE ;;
                 otpgate) url=http://$HOST:$GATEWAY$ROUTE ;;
+                logged) url=http://$HOST:$LOGGED_GATEWAY$ROUTE ;;
             esac
             log "cache hits, round $round/$REPEAT: $server at saturation"
             SAT[$server]+="$(wrk_run "sat-$server-$round" "$url" report.lua)"$'\n'
@@ -274,7 +284,7 @@ cache_hits() {
                 "$RATE" "$CONNECTIONS")"$'\n'
         done
     done
-    for server in ceiling nginx otpgate; do
+    for server in ceiling nginx otpgate logged; do
         SAT[$server]=$(median_columns "${SAT[$server]}")
         PACED[$server]=$(median_columns "${PACED[$server]}")
     done
@@ -417,10 +427,12 @@ report_hits() {
     row "%-34s %10s %9s %9s %8s" "cache hits" "req/s" "p50 ms" "p99 ms" "errors"
     local server kind values
     for kind in saturation paced; do
-        for server in ceiling nginx otpgate; do
+        for server in ceiling nginx otpgate logged; do
             if [ $kind = saturation ]; then values=${SAT[$server]}; else values=${PACED[$server]}; fi
-            local label="$server, saturation"
-            [ $kind = paced ] && label="$server, ~$RATE req/s offered"
+            local name=$server
+            [ $server = logged ] && name="otpgate+access log"
+            local label="$name, saturation"
+            [ $kind = paced ] && label="$name, ~$RATE req/s"
             row "  %-32s %10s %9s %9s %8s" "$label" "$(field "$values" 1)" \
                 "$(field "$values" 2)" "$(field "$values" 3)" \
                 "$(($(field "$values" 4) + $(field "$values" 5)))"
@@ -438,6 +450,8 @@ report_hits() {
         "$(ratio "$(field "${PACED[otpgate]}" 3)" "$(field "${PACED[nginx]}" 3)")"
     row "  p99 at saturation otpgate / nginx %4s" \
         "$(ratio "$(field "${SAT[otpgate]}" 3)" "$(field "${SAT[nginx]}" 3)")"
+    row "  throughput, access log on / off  %5s   (nginx's is off)" \
+        "$(ratio "$(field "${SAT[logged]}" 1)" "$(field "${SAT[otpgate]}" 1)")"
 }
 
 report_memory() {
@@ -508,7 +522,7 @@ main() {
     local port
     for port in $SIM_FAST $SIM_REAL $GATEWAY $GATEWAY_ADMIN $PACED_GATEWAY \
         $PACED_GATEWAY_ADMIN $NGINX_CACHE $NGINX_PACING $CEILING_PORT $STORM_SIM \
-        $STORM_GATEWAY $STORM_GATEWAY_ADMIN; do
+        $STORM_GATEWAY $STORM_GATEWAY_ADMIN $LOGGED_GATEWAY $LOGGED_GATEWAY_ADMIN; do
         port_free "$port" || die "port $port is in use; set PORT_BASE"
     done
 
@@ -517,6 +531,11 @@ main() {
         start_gateway otpgate "$GATEWAY" "$GATEWAY_ADMIN" "$SIM_FAST"
         GATEWAY_PID=$LAST_PID
         start_nginx
+    fi
+    if want hits; then
+        # The same gateway with its default log filter: one access log line
+        # per request, to a file.
+        start_gateway otpgate-logged "$LOGGED_GATEWAY" "$LOGGED_GATEWAY_ADMIN" "$SIM_FAST" info
     fi
     if want hits || want memory; then cache_hits; fi
     if want memory; then memory; fi

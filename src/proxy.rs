@@ -478,7 +478,8 @@ impl Gateway {
             cache = record.cache.map(CacheResult::as_str),
             queue_wait_ms = record.upstream.map(|(wait, _)| wait.as_millis() as u64),
             upstream_status = record.upstream.map(|(_, status)| status.as_u16()),
-            caller = record.caller.as_ref().map(tracing::field::display),
+            // Formatted only when the line is written; a string, so quoted.
+            caller = record.caller.as_ref().map(ToString::to_string).as_deref(),
             error,
             duration_us = elapsed.as_micros() as u64,
             "request"
