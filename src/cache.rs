@@ -101,6 +101,18 @@ pub enum CacheResult {
 }
 
 impl CacheResult {
+    /// The `x-cache` header value (`as_str`, built once).
+    pub fn header_value(self) -> http::HeaderValue {
+        static HIT: http::HeaderValue = http::HeaderValue::from_static("HIT");
+        static STALE: http::HeaderValue = http::HeaderValue::from_static("STALE");
+        static MISS: http::HeaderValue = http::HeaderValue::from_static("MISS");
+        match self {
+            CacheResult::Hit => HIT.clone(),
+            CacheResult::Stale => STALE.clone(),
+            CacheResult::Miss => MISS.clone(),
+        }
+    }
+
     /// `x-cache` header value and metrics label.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,7 +1,8 @@
-//! Names of the non-standard headers the gateway reads and writes, built
-//! once: looking a header up by `&str` parses the name on every request.
+//! Names of the non-standard headers the gateway reads and writes, and
+//! values it writes on every answer, built once: a header looked up by `&str`
+//! or a value made `from_static` is parsed or checked on every request.
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 /// The RumahOTP API key, sent by clients and to the upstream.
 pub static X_APIKEY: HeaderName = HeaderName::from_static("x-apikey");
@@ -11,3 +12,5 @@ pub static PREFER: HeaderName = HeaderName::from_static("prefer");
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// `HIT`, `STALE` or `MISS` on answers the cache served.
 pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// The content type of JSON answers.
+pub static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");

@@ -234,7 +234,14 @@ impl hyper::service::Service<Request<Incoming>> for ClientService {
     }
 }
 
-fn box_body(response: Response<Full<Bytes>>) -> Response<AnswerBody> {
+/// An answer that skipped the CORS and compression layers. It says that it
+/// would differ with `Origin` or `Accept-Encoding`, so that a shared cache in
+/// front of the gateway does not hand it to browsers or gzip clients.
+fn box_body(mut response: Response<Full<Bytes>>) -> Response<AnswerBody> {
+    static VARY: HeaderValue = HeaderValue::from_static("origin, accept-encoding");
+    response
+        .headers_mut()
+        .insert(http::header::VARY, VARY.clone());
     response.map(|body| body.map_err(|never| match never {}).boxed_unsync())
 }
 

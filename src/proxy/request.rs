@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
+use http::{HeaderMap, Method, Request, Response, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -15,7 +15,7 @@ use super::Gateway;
 use crate::cache::{CacheResult, Stored};
 use crate::config::{Config, secs};
 use crate::error::ProxyError;
-use crate::headers::{IDEMPOTENCY_KEY, PREFER, X_CACHE};
+use crate::headers::{APPLICATION_JSON, IDEMPOTENCY_KEY, PREFER, X_CACHE};
 use crate::pool::Caller;
 use crate::routes::Route;
 use crate::store::Store;
@@ -235,10 +235,10 @@ pub fn answer_response(
     let content_type = answer
         .content_type
         .clone()
-        .unwrap_or(HeaderValue::from_static("application/json"));
+        .unwrap_or_else(|| APPLICATION_JSON.clone());
     headers.insert(header::CONTENT_TYPE, content_type);
     if let Some((result, stored)) = cached {
-        headers.insert(X_CACHE.clone(), HeaderValue::from_static(result.as_str()));
+        headers.insert(X_CACHE.clone(), result.header_value());
         headers.insert(header::AGE, stored.fetched_at.elapsed().as_secs().into());
     }
     response

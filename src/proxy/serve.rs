@@ -332,7 +332,7 @@ impl Gateway {
         });
         let mut response = crate::error::json_response(http::StatusCode::OK, body.to_string());
         let headers = response.headers_mut();
-        headers.insert(X_CACHE.clone(), HeaderValue::from_static(result.as_str()));
+        headers.insert(X_CACHE.clone(), result.header_value());
         // The age of the oldest balance in the sum.
         headers.insert(http::header::AGE, oldest.elapsed().as_secs().into());
         Ok(response)

@@ -132,6 +132,15 @@ async fn every_answer_is_encoded_as_its_headers_say_and_only_as_the_client_accep
         "identity"
     );
     assert_eq!(described_truly(&plain, "no accept-encoding"), json);
+    // It skipped the CORS and compression layers, and says what would change it.
+    let vary = plain
+        .header("vary")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        vary.contains("origin") && vary.contains("accept-encoding"),
+        "vary: {vary:?}"
+    );
 
     let accepts = [
         ("br", &["identity", "br"][..]),
