@@ -100,8 +100,48 @@ pub struct Once {
     /// the answer instead of buying again.
     undelivered: Mutex<std::collections::HashMap<Guard, (Instant, Outcome)>>,
     /// Each key's last balance read, and when.
-    last_balance: Mutex<std::collections::HashMap<String, (i64, Instant)>>,
+    last_balance: Arc<Mutex<BalanceNotes>>,
     settings: OnceSettings,
+}
+
+/// Balances read per key (fingerprint hex), and the keys with a buy, cancel
+/// or deposit in flight: a balance read before or during such a call is no
+/// longer the balance "before" the next one, so it is forgotten.
+#[derive(Default)]
+struct BalanceNotes {
+    read: std::collections::HashMap<String, (i64, Instant)>,
+    moving: std::collections::HashMap<String, u32>,
+}
+
+/// A key's money may move while this lives (one mutating call in flight).
+struct Moving {
+    notes: Arc<Mutex<BalanceNotes>>,
+    key_fp: String,
+}
+
+impl Moving {
+    fn start(notes: &Arc<Mutex<BalanceNotes>>, key_fp: &str) -> Self {
+        let mut locked = notes.lock().expect("balance lock");
+        locked.read.remove(key_fp);
+        *locked.moving.entry(key_fp.to_owned()).or_default() += 1;
+        Self {
+            notes: Arc::clone(notes),
+            key_fp: key_fp.to_owned(),
+        }
+    }
+}
+
+impl Drop for Moving {
+    fn drop(&mut self) {
+        let mut locked = self.notes.lock().expect("balance lock");
+        locked.read.remove(&self.key_fp);
+        if let Some(count) = locked.moving.get_mut(&self.key_fp) {
+            *count -= 1;
+            if *count == 0 {
+                locked.moving.remove(&self.key_fp);
+            }
+        }
+    }
 }
 
 /// A balance read longer ago than this is not quoted as evidence.
@@ -115,7 +155,7 @@ impl Once {
             upstream,
             flights: Flights::default(),
             undelivered: Mutex::default(),
-            last_balance: Mutex::default(),
+            last_balance: Arc::default(),
             settings,
         })
     }
@@ -124,8 +164,9 @@ impl Once {
     /// that passes by, as the "before" figure for reconciling a lost answer.
     pub fn note_balance(&self, key_fingerprint: &str, answer: &Answer) {
         if let Some(balance) = balance_of(answer) {
-            let mut balances = self.last_balance.lock().expect("balance lock");
-            balances.insert(key_fingerprint.to_owned(), (balance, Instant::now()));
+            let mut notes = self.last_balance.lock().expect("balance lock");
+            let read = (balance, Instant::now());
+            notes.read.insert(key_fingerprint.to_owned(), read);
         }
     }
 
@@ -210,6 +251,8 @@ impl Once {
         }
         let key_fp = key_fingerprint(&mutating.call);
         let balance_before = self.recent_balance(&key_fp);
+        // Until this call settles no balance read is "before" the next one.
+        let moving = Moving::start(&self.last_balance, &key_fp);
         let route = mutating.meta.route.template;
         let pending = UnknownOutcome {
             route: route.to_owned(),
@@ -234,6 +277,7 @@ impl Once {
             .upstream
             .call(mutating.call, mutating.meta, unwatched)
             .await;
+        drop(moving);
         self.record(guard, hash, pending, &result).await;
         log_settled(route, &mutating.client, &result);
         match result {
@@ -250,10 +294,14 @@ impl Once {
         }
     }
 
-    /// The key's balance if it was read within the last minute.
+    /// The key's balance if it was read within the last minute, after every
+    /// earlier buy, cancel and deposit of the key had settled.
     fn recent_balance(&self, key_fp: &str) -> Option<i64> {
-        let balances = self.last_balance.lock().expect("balance lock");
-        let (balance, read_at) = balances.get(key_fp)?;
+        let notes = self.last_balance.lock().expect("balance lock");
+        if notes.moving.contains_key(key_fp) {
+            return None;
+        }
+        let (balance, read_at) = notes.read.get(key_fp)?;
         (read_at.elapsed() < RECENT_BALANCE).then_some(*balance)
     }
 

@@ -161,6 +161,55 @@ async fn an_identical_retry_after_the_answer_came_to_nobody_gets_that_answer() {
 }
 
 #[tokio::test]
+async fn the_409_quotes_only_a_balance_read_after_the_last_purchase_settled() {
+    let stack = start_with(|_| {}, |_| {}).await;
+    let create = create_path(&stack).await;
+    let balance =
+        || async { send(&stack, "/v1/user/balance", &[]).await.2["data"]["balance"].clone() };
+    assert_eq!(balance().await, 1_000_000);
+    let (status, _, bought) = send(&stack, &create, &[]).await;
+    assert_eq!(status, 200, "{bought}");
+
+    let lose_the_next_buy = || {
+        stack.sim.set_fault(Fault {
+            apply_then_drop: true,
+            count: Some(1),
+            ..slow_orders(0)
+        })
+    };
+    lose_the_next_buy();
+    let (status, _, lost) = send(&stack, &create, &[]).await;
+    assert_eq!(status, 502, "{lost}");
+    let (status, _, held) = send(&stack, &create, &[]).await;
+    assert_eq!(status, 409, "{held}");
+    let message = held["message"].as_str().unwrap();
+    assert!(
+        !message.contains("1000000"),
+        "the read before the first purchase is not the balance before the lost one: {message}"
+    );
+
+    // A read after the purchases settled is quoted for the next lost call.
+    let known = stack
+        .sim
+        .balance(&stack.key_a)
+        .expect("the simulator knows key A");
+    let read = balance().await;
+    assert_eq!(read, known, "the balance is read fresh: it moved");
+    let other = create.replace("operator_id=1", "operator_id=2");
+    lose_the_next_buy();
+    let (status, _, lost) = send(&stack, &other, &[]).await;
+    assert_eq!(status, 502, "{lost}");
+    let (status, _, held) = send(&stack, &other, &[]).await;
+    assert_eq!(status, 409, "{held}");
+    let message = held["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("before it was {read}")),
+        "{message}"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
 async fn after_a_lost_answer_an_identical_call_is_held_while_the_balance_shows_a_purchase() {
     let stack = start_with(|_| {}, |_| {}).await;
     let create = create_path(&stack).await;
