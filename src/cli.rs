@@ -24,6 +24,8 @@ pub enum Command {
     /// Run the gateway (the default).
     Serve(ServeArgs),
     /// Run the RumahOTP simulator: a sandbox upstream for bots and tests.
+    /// Its control calls (deliver an SMS, block an IP, inject faults, read
+    /// stats) are under /__sim/ on the same port; see the README.
     Sim(otpgate_sim::SimArgs),
     /// Start the simulator and the gateway on loopback, walk through a
     /// purchase as a bot would, then keep serving for you to try.

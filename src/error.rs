@@ -333,7 +333,8 @@ fn refusal_message(refusal: &Refusal) -> String {
         Refusal::QueueFull { retry_after } => ("The gateway's upstream queue is full", retry_after),
         Refusal::DeadlineUnreachable { retry_after } => (
             "The upstream allows 5 calls per 10 s and the queue ahead of this call \
-              would take longer than its deadline",
+              would take longer than its deadline (a client that can wait longer says so \
+              with the header Prefer: wait=<seconds>)",
             retry_after,
         ),
         Refusal::Blocked { retry_after } => (
