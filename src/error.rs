@@ -82,7 +82,8 @@ pub enum ProxyError {
     /// a replayed idempotency key, was lost the first time).
     #[error("outcome unknown")]
     OutcomeUnknown {
-        /// What failed, when this request saw it happen.
+        /// What failed, when this request saw it happen; `None` when it is
+        /// the record of an earlier call with the same Idempotency-Key.
         #[source]
         source: Option<UpstreamError>,
     },
@@ -318,6 +319,14 @@ impl ProxyError {
             "message": message,
         });
         let mut response = json_response(self.status(), body.to_string());
+        // An unknown outcome this request did not see happen is the record of
+        // an earlier call with the same Idempotency-Key, given again.
+        if matches!(self, ProxyError::OutcomeUnknown { source: None }) {
+            let replayed = HeaderValue::from_static("true");
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", replayed);
+        }
         if let Some(wait) = self.retry_after() {
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             response

@@ -307,12 +307,17 @@ async fn a_key_whose_answer_was_lost_replays_outcome_unknown_and_holds_keyless_r
     stack.sim.set_fault(dropped);
 
     let key = [("idempotency-key", "idem-lost-1")];
-    let (_, _, first) = send(&stack, &create, &key).await;
+    let (_, headers, first) = send(&stack, &create, &key).await;
     assert_eq!(first["error"]["code"], "outcome_unknown");
-    let (status, _, replay) = send(&stack, &create, &key).await;
+    assert!(headers.get("idempotent-replayed").is_none());
+    let (status, headers, replay) = send(&stack, &create, &key).await;
     assert_eq!(
         (status, replay["error"]["code"].as_str()),
         (502, Some("outcome_unknown"))
+    );
+    assert_eq!(
+        headers["idempotent-replayed"], "true",
+        "the first outcome again"
     );
     assert_eq!(stack.upstream_calls("/v2/orders").len(), 1);
 
