@@ -339,7 +339,11 @@ impl Config {
             builder = builder.set_override("upstream.base_url", upstream.as_str())?;
         }
 
-        let config: Config = builder.build()?.try_deserialize()?;
+        let built = builder.build()?;
+        for key in ["server.listen", "server.admin_listen"] {
+            check_socket_address(&built, key)?;
+        }
+        let config: Config = built.try_deserialize()?;
         config.validate()?;
         Ok(config)
     }
@@ -590,6 +594,25 @@ fn unique<'a>(
     Ok(())
 }
 
+/// A listener address must be an IP address and a port: host names are not
+/// resolved (which of a name's addresses would be meant is not clear).
+fn check_socket_address(built: &config::Config, key: &'static str) -> Result<(), ConfigError> {
+    let Ok(text) = built.get_string(key) else {
+        return Ok(()); // missing or not a string: the typed load says so
+    };
+    match text.parse::<SocketAddr>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ConfigError::Invalid {
+            key,
+            reason: format!(
+                "{text:?} is not an IP address and port; write e.g. \"127.0.0.1:8080\", \
+                 \"0.0.0.0:8080\" or \"[::1]:8080\" (host names such as localhost are not \
+                 resolved)"
+            ),
+        }),
+    }
+}
+
 fn positive(key: &'static str, value: f64) -> Result<(), ConfigError> {
     if value > 0.0 && value.is_finite() {
         return Ok(());
@@ -648,6 +671,16 @@ mod tests {
         let config = load_file("[pacing]\nlimit = 10\n").unwrap();
         assert_eq!(config.pacing.limit, 10);
         assert_eq!(config.queue.max_len, Config::defaults().queue.max_len);
+    }
+
+    #[test]
+    fn a_listener_named_by_host_name_fails_saying_what_to_write() {
+        let err = load_file("[server]\nlisten = \"localhost:8081\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`server.listen`"), "{text}");
+        assert!(text.contains("127.0.0.1:8080"), "{text}");
+        let ok = load_file("[server]\nadmin_listen = \"[::1]:9091\"\n").unwrap();
+        assert_eq!(ok.server.admin_listen, "[::1]:9091".parse().unwrap());
     }
 
     #[test]
