@@ -184,7 +184,10 @@ impl Tour {
             *cache_results.entry(cache).or_default() += 1;
             body = json;
         }
-        println!("   {bots} answers, x-cache: {cache_results:?}");
+        println!(
+            "   {bots} answers, x-cache: {cache_results:?} (MISS: answered by the one fetch \
+             they joined; the simulator's call count is at the end)"
+        );
         let again = self.fetch("/v2/services").await?;
         println!("   one more ask: x-cache {} (no upstream call)", again.1);
         Ok(body)
