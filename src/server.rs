@@ -210,10 +210,10 @@ impl hyper::service::Service<Request<Incoming>> for ClientService {
             && request.method() != Method::OPTIONS
         {
             return match gateway.begin(request, peer) {
-                Handled::Now(response) => Either::Left(ready(Ok(box_body(response)))),
-                Handled::Later(serving) => {
-                    Either::Right(Box::pin(serving.map(|response| Ok(box_body(response)))))
-                }
+                Handled::Now(response) => Either::Left(ready(Ok(fast_path_answer(response)))),
+                Handled::Later(serving) => Either::Right(Box::pin(
+                    serving.map(|response| Ok(fast_path_answer(response))),
+                )),
             };
         }
         let gateway = Arc::clone(gateway);
@@ -237,7 +237,7 @@ impl hyper::service::Service<Request<Incoming>> for ClientService {
 /// An answer that skipped the CORS and compression layers. It says that it
 /// would differ with `Origin` or `Accept-Encoding`, so that a shared cache in
 /// front of the gateway does not hand it to browsers or gzip clients.
-fn box_body(mut response: Response<Full<Bytes>>) -> Response<AnswerBody> {
+fn fast_path_answer(mut response: Response<Full<Bytes>>) -> Response<AnswerBody> {
     static VARY: HeaderValue = HeaderValue::from_static("origin, accept-encoding");
     response
         .headers_mut()
