@@ -170,19 +170,23 @@ async fn the_409_quotes_only_a_balance_read_after_the_last_purchase_settled() {
     let (status, _, bought) = send(&stack, &create, &[]).await;
     assert_eq!(status, 200, "{bought}");
 
-    let lose_the_next_buy = || {
-        stack.sim.set_fault(Fault {
-            apply_then_drop: true,
-            count: Some(1),
-            ..slow_orders(0)
-        })
+    // The answer to `path` is lost; its identical retry is held: the 409's message.
+    let lost_then_held = |path: String| {
+        let stack = &stack;
+        async move {
+            stack.sim.set_fault(Fault {
+                apply_then_drop: true,
+                count: Some(1),
+                ..slow_orders(0)
+            });
+            let (status, _, lost) = send(stack, &path, &[]).await;
+            assert_eq!(status, 502, "{lost}");
+            let (status, _, held) = send(stack, &path, &[]).await;
+            assert_eq!(status, 409, "{held}");
+            held["message"].as_str().unwrap().to_owned()
+        }
     };
-    lose_the_next_buy();
-    let (status, _, lost) = send(&stack, &create, &[]).await;
-    assert_eq!(status, 502, "{lost}");
-    let (status, _, held) = send(&stack, &create, &[]).await;
-    assert_eq!(status, 409, "{held}");
-    let message = held["message"].as_str().unwrap();
+    let message = lost_then_held(create.clone()).await;
     assert!(
         !message.contains("1000000"),
         "the read before the first purchase is not the balance before the lost one: {message}"
@@ -195,13 +199,7 @@ async fn the_409_quotes_only_a_balance_read_after_the_last_purchase_settled() {
         .expect("the simulator knows key A");
     let read = balance().await;
     assert_eq!(read, known, "the balance is read fresh: it moved");
-    let other = create.replace("operator_id=1", "operator_id=2");
-    lose_the_next_buy();
-    let (status, _, lost) = send(&stack, &other, &[]).await;
-    assert_eq!(status, 502, "{lost}");
-    let (status, _, held) = send(&stack, &other, &[]).await;
-    assert_eq!(status, 409, "{held}");
-    let message = held["message"].as_str().unwrap();
+    let message = lost_then_held(create.replace("operator_id=1", "operator_id=2")).await;
     assert!(
         message.contains(&format!("before it was {read}")),
         "{message}"
