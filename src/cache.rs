@@ -14,6 +14,7 @@ use moka::Expiry;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::auth::ApiKey;
 use crate::error::ProxyError;
 use crate::flight::{self, Flight, Flights, Role};
 use crate::routes::Route;
@@ -335,10 +336,7 @@ impl ResponseCache {
                     std::future::pending::<()>().await;
                 }
             };
-            let fetched_with = call
-                .api_key
-                .as_ref()
-                .map(|key| crate::auth::Fingerprint::of(key.as_bytes()));
+            let fetched_with = call.api_key.as_ref().map(ApiKey::fingerprint);
             let outcome = match cache.upstream.call(call, meta, unwatched).await {
                 Ok(answer) => Ok(cache.store(&key, &fill, answer, policy, fetched_with)),
                 Err(error) => Err(Arc::new(error)),

@@ -21,7 +21,6 @@ use http::{HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::auth::Fingerprint;
 use crate::error::ProxyError;
 use crate::flight::{self, Flights, Role};
 use crate::store::{Claim, IdemState, Store, StoredAnswer, UnknownOutcome, now_ms};
@@ -507,7 +506,7 @@ pub fn balance_of(answer: &Answer) -> Option<i64> {
 /// Fingerprint (hex) of the key a call carries; `-` for none.
 fn key_fingerprint(call: &OutboundCall) -> String {
     let key = call.api_key.as_ref();
-    key.map_or_else(|| "-".into(), |k| Fingerprint::of(k.as_bytes()).to_hex())
+    key.map_or_else(|| "-".into(), |k| k.fingerprint().to_hex())
 }
 
 fn stored_from(answer: &Answer) -> StoredAnswer {

@@ -41,7 +41,7 @@ impl Target {
     }
 
     fn apply(&self, mut call: OutboundCall) -> OutboundCall {
-        call.api_key = self.key.as_ref().map(|k| k.header_value().clone());
+        call.api_key = self.key.clone();
         call
     }
 

@@ -18,6 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::auth::ApiKey;
 use crate::config::{UpstreamConfig, secs};
 use crate::headers::X_APIKEY;
 
@@ -30,8 +31,8 @@ pub struct OutboundCall {
     pub path: String,
     /// The client's query string, byte for byte.
     pub query: Option<String>,
-    /// The client's key, if any.
-    pub api_key: Option<HeaderValue>,
+    /// The key the call carries, if any (with its fingerprint).
+    pub api_key: Option<ApiKey>,
     /// The client's `accept`, if any.
     pub accept: Option<HeaderValue>,
     /// The client's `content-type`, if any (POST only).
@@ -272,7 +273,7 @@ impl UpstreamClient {
                     .unwrap_or(HeaderValue::from_static("application/json")),
             );
         if let Some(key) = &call.api_key {
-            builder = builder.header(&X_APIKEY, key.clone());
+            builder = builder.header(&X_APIKEY, key.header_value().clone());
         }
         if let Some(content_type) = &call.content_type {
             builder = builder.header(header::CONTENT_TYPE, content_type.clone());
