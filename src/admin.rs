@@ -12,7 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::error::json_response;
+use crate::error::{error_response, json_response};
 use crate::proxy::Gateway;
 
 /// Serves the admin endpoints until the task is aborted.
@@ -42,9 +42,10 @@ fn answer<B>(gateway: &Gateway, request: &Request<B>) -> Response<Full<Bytes>> {
         }
         "/healthz" => json_response(StatusCode::OK, r#"{"status":"ok"}"#.into()),
         "/readyz" => readiness(gateway),
-        _ => json_response(
+        _ => error_response(
             StatusCode::NOT_FOUND,
-            r#"{"success":false,"error":{"message":"Unknown admin path: use /metrics, /healthz or /readyz","code":"not_found"},"message":"Unknown admin path: use /metrics, /healthz or /readyz"}"#.into(),
+            "not_found",
+            "Unknown admin path: use /metrics, /healthz or /readyz",
         ),
     }
 }

@@ -312,13 +312,7 @@ impl ProxyError {
 
     /// The JSON answer for the client.
     pub fn to_response(&self) -> Response<Full<Bytes>> {
-        let message = self.message();
-        let body = serde_json::json!({
-            "success": false,
-            "error": { "message": message, "code": self.code() },
-            "message": message,
-        });
-        let mut response = json_response(self.status(), body.to_string());
+        let mut response = error_response(self.status(), self.code(), &self.message());
         // An unknown outcome this request did not see happen is the record of
         // an earlier call with the same Idempotency-Key, given again.
         if matches!(self, ProxyError::OutcomeUnknown { source: None }) {
@@ -328,10 +322,9 @@ impl ProxyError {
                 .insert("idempotent-replayed", replayed);
         }
         if let Some(wait) = self.retry_after() {
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, seconds.max(1).into());
+                .insert(header::RETRY_AFTER, whole_seconds(wait).into());
         }
         response
     }
@@ -383,6 +376,17 @@ fn upstream_message(error: &UpstreamError) -> String {
 /// Seconds rounded up, at least 1: what `Retry-After` and messages say.
 fn whole_seconds(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// An error in the upstream's envelope, the message in both places:
+/// `{"success":false,"error":{"message":…,"code":…},"message":…}`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "success": false,
+        "error": { "message": message, "code": code },
+        "message": message,
+    });
+    json_response(status, body.to_string())
 }
 
 /// A JSON answer with the given status.
